@@ -1,0 +1,13 @@
+// Module initialisers: one per native source file, each adding its functions to `exports`.
+#pragma once
+
+#include <napi.h>
+
+namespace mp {
+void InitProcess(Napi::Env env, Napi::Object exports);    // process.cc: fork, waitpid, kill, spawn...
+void InitPoll(Napi::Env env, Napi::Object exports);       // poll.cc: fd watchers on the event loop, poll()
+void InitSemaphore(Napi::Env env, Napi::Object exports);  // semaphore.cc: NamedSemaphore
+void InitShm(Napi::Env env, Napi::Object exports);        // shm.cc: shm_open, mmap
+void InitFdpass(Napi::Env env, Napi::Object exports);     // fdpass.cc: socketpair, SCM_RIGHTS
+void InitFutex(Napi::Env env, Napi::Object exports);      // futex.cc: futex wait/wake on shared memory
+}  // namespace mp

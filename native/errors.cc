@@ -1,0 +1,99 @@
+#include "errors.h"
+
+#include <uv.h>
+
+#include <cstring>
+
+namespace mp {
+
+namespace {
+
+std::string DescribeValue(const Napi::Value& v) {
+  switch (v.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_boolean: return std::string(v.As<Napi::Boolean>().Value() ? "true" : "false") + " of type boolean";
+    case napi_number: return v.ToString().Utf8Value() + " of type number";
+    case napi_string: return "'" + v.As<Napi::String>().Utf8Value() + "' of type string";
+    case napi_bigint: return "a bigint";
+    case napi_symbol: return "a symbol";
+    case napi_function: return "a function";
+    default: return "an object";
+  }
+}
+
+std::string Received(const Napi::CallbackInfo& info, size_t i) {
+  return i < info.Length() ? DescribeValue(info[i]) : std::string("undefined");
+}
+
+}  // namespace
+
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string* path) {
+  // libuv knows the names and messages of every errno Node reports (its codes are -errno).
+  const char* code = uv_err_name(-err);
+  std::string text = uv_strerror(-err);
+  if (strncmp(code, "Unknown", 7) == 0) {
+    code = "UNKNOWN";
+    text = strerror(err);
+  }
+  std::string message = std::string(code) + ": " + text + ", " + syscall;
+  if (path != nullptr) message += " '" + *path + "'";
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("code", Napi::String::New(env, code));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  if (path != nullptr) e.Set("path", Napi::String::New(env, *path));
+  return e;
+}
+
+void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string* path) {
+  throw ErrnoError(env, err, syscall, path);
+}
+
+void ThrowType(Napi::Env env, const std::string& message) {
+  Napi::TypeError e = Napi::TypeError::New(env, message);
+  e.Set("code", Napi::String::New(env, "ERR_INVALID_ARG_TYPE"));
+  throw e;
+}
+
+void ThrowRange(Napi::Env env, const std::string& message) {
+  Napi::RangeError e = Napi::RangeError::New(env, message);
+  e.Set("code", Napi::String::New(env, "ERR_OUT_OF_RANGE"));
+  throw e;
+}
+
+bool ArgIsMissing(const Napi::CallbackInfo& info, size_t i) {
+  return i >= info.Length() || info[i].IsUndefined() || info[i].IsNull();
+}
+
+double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsNumber()) {
+    ThrowType(info.Env(), std::string("Expected a number for \"") + name + "\" but received " + Received(info, i));
+  }
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+int64_t ArgInt64(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  double d = ArgNumber(info, i, name);
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < -9007199254740991.0 || d > 9007199254740991.0) {
+    ThrowRange(info.Env(), std::string("Expected an integer for \"") + name + "\" but received " + Received(info, i));
+  }
+  return static_cast<int64_t>(d);
+}
+
+int32_t ArgInt32(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  int64_t v = ArgInt64(info, i, name);
+  if (v < INT32_MIN || v > INT32_MAX) {
+    ThrowRange(info.Env(), std::string("Expected a 32-bit integer for \"") + name + "\" but received " + Received(info, i));
+  }
+  return static_cast<int32_t>(v);
+}
+
+std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (i >= info.Length() || !info[i].IsString()) {
+    ThrowType(info.Env(), std::string("Expected a string for \"") + name + "\" but received " + Received(info, i));
+  }
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+}  // namespace mp
