@@ -1,11 +1,241 @@
 /**
- * The JavaScript half of a safe fork(): what the child must fix before running user code.
+ * The JavaScript half of a safe fork(): what the child must repair before user code runs.
+ *
+ * The native side (native/process.cc) quiesces V8's platform, makes the heap inherited, forks and
+ * gives the child its own event loop. What is left is JavaScript state the child inherited:
+ *
+ * - `process.pid` / `process.ppid` are cached values: they become getters.
+ * - `Math.random()` and `crypto.randomUUID()` would repeat the parent's sequence: reseeded.
+ * - Timers, immediates and `process.nextTick` callbacks the parent had scheduled would run in
+ *   the child: every Timeout, Immediate and tick carries the fork generation it was made in, and
+ *   one from an older generation does nothing when it comes due (see `installGates`). Microtasks
+ *   are dropped by the unwinding itself.
+ * - In an isolated child (the `fork` start method) the parent's JavaScript stack is thrown away
+ *   (native `unwindStack`), the parent's I/O handles are made inert, its signal and process
+ *   listeners are dropped, and the child's entry runs from a clean turn of the event loop.
  * @internal
  */
+import * as crypto from 'node:crypto';
+import { executionAsyncResource } from 'node:async_hooks';
 import { native } from './native';
 
-/** Raw fork for `multiproc/posix`: returns 0 in the child. */
+interface ForkGlobalState {
+  /** Incremented in each forked child: objects stamped with an older value are the parent's. */
+  generation: number;
+  gated: boolean;
+}
+
+const STATE_KEY = Symbol.for('multiproc.fork.state');
+const kGeneration = Symbol.for('multiproc.fork.generation');
+const kValue = Symbol.for('multiproc.fork.value');
+
+// One state per process even when two copies of the library are loaded.
+const state: ForkGlobalState = ((globalThis as Record<symbol, unknown>)[STATE_KEY] as ForkGlobalState | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[STATE_KEY] = { generation: 0, gated: false } as ForkGlobalState);
+
+function noop(): void {}
+
+/**
+ * Puts an accessor for `prop` on `proto` so that the callback stored there by Node's own
+ * constructors (`this._onTimeout = cb`) is stamped with the current fork generation, and reads
+ * from an older generation yield `stale` instead of the parent's callback.
+ */
+function gate(proto: object, prop: string, stale: unknown): void {
+  if (Object.getOwnPropertyDescriptor(proto, prop)) return;
+  Object.defineProperty(proto, prop, {
+    configurable: true,
+    enumerable: false,
+    get(this: Record<symbol, unknown>) {
+      return this[kGeneration] === state.generation ? this[kValue] : stale;
+    },
+    set(this: Record<symbol, unknown>, v: unknown) {
+      this[kValue] = v;
+      this[kGeneration] = state.generation;
+    },
+  });
+}
+
+/** Node's internal async_wrap binding, fetched once without the deprecation warning. */
+interface AsyncWrapBinding {
+  clearAsyncIdStack(): void;
+  execution_async_resources: unknown[];
+}
+let asyncWrap: AsyncWrapBinding | null = null;
+
+function loadAsyncWrap(): AsyncWrapBinding | null {
+  const saved = process.noDeprecation;
+  try {
+    process.noDeprecation = true;
+    return (process as unknown as { binding(n: string): AsyncWrapBinding }).binding('async_wrap');
+  } catch {
+    return null;
+  } finally {
+    process.noDeprecation = saved;
+  }
+}
+
+/**
+ * Installs the generation gates on Timeout, Immediate and process.nextTick (once per process).
+ * Called when the library loads, so timers made before that are not gated: import multiproc early.
+ */
+export function installGates(): void {
+  if (state.gated) return;
+  state.gated = true;
+  asyncWrap = loadAsyncWrap();
+  const t = setTimeout(noop, 1);
+  clearTimeout(t);
+  // A cleared Timeout's _onTimeout must stay falsy: stale timers read as null (Node skips them).
+  gate(Object.getPrototypeOf(t), '_onTimeout', null);
+  const im = setImmediate(noop);
+  clearImmediate(im);
+  gate(Object.getPrototypeOf(im), '_onImmediate', noop);
+  // Ticks are plain objects with own properties: wrap process.nextTick instead.
+  const original = process.nextTick;
+  const gated = function nextTick(this: unknown, callback: (...a: unknown[]) => void, ...args: unknown[]): void {
+    if (typeof callback !== 'function') return original.call(process, callback, ...args);
+    const generation = state.generation;
+    const run = function (this: unknown, ...a: unknown[]): void {
+      if (generation === state.generation) callback.apply(this, a);
+    };
+    return args.length === 0 ? original.call(process, run) : original.call(process, run, ...args);
+  };
+  process.nextTick = gated as typeof process.nextTick;
+}
+
+/** True in a process created by fork() (at any depth). */
+export let inForkedChild = false;
+
+/** Functions run in every forked child right after the fork (Python's register_after_fork). */
+const afterForkHooks: Array<() => void> = [];
+export function registerAfterFork(fn: () => void): void {
+  afterForkHooks.push(fn);
+}
+
+// xorshift128+: the generator behind V8's Math.random, reseeded from the OS in each child.
+function reseededRandom(): () => number {
+  const seed = crypto.randomBytes(16);
+  let s0 = seed.readBigUInt64LE(0) | 1n;
+  let s1 = seed.readBigUInt64LE(8) | 2n;
+  const mask = (1n << 64n) - 1n;
+  // BigInt keeps the arithmetic exact; a block of 64 values is produced at a time for speed.
+  const cache = new Float64Array(64);
+  let idx = 64;
+  const refill = (): void => {
+    for (let i = 0; i < 64; i++) {
+      let x = s0;
+      const y = s1;
+      s0 = y;
+      x ^= (x << 23n) & mask;
+      x ^= x >> 17n;
+      x ^= y ^ (y >> 26n);
+      s1 = x;
+      cache[i] = Number((s0 + s1) & ((1n << 53n) - 1n)) / 2 ** 53;
+    }
+    idx = 0;
+  };
+  return function random(): number {
+    if (idx === 64) refill();
+    return cache[idx++];
+  };
+}
+
+/** What every forked child does first, isolated or not. */
+function repairChild(bumpGeneration: boolean): void {
+  inForkedChild = true;
+  if (bumpGeneration) state.generation++;
+  Object.defineProperty(process, 'pid', { get: native.getpid, enumerable: true, configurable: true });
+  Object.defineProperty(process, 'ppid', { get: native.getppid, enumerable: true, configurable: true });
+  Math.random = reseededRandom();
+  // randomUUID() serves from a cached batch of 128 random values: walking past the batch's end
+  // makes it refill from the OS (fork-safe) before any UUID is handed out here.
+  for (let i = 0; i < 128; i++) crypto.randomUUID();
+  // The exit code for a natural end (the cleanup hook calls _exit with it).
+  process.on('exit', (code) => native.setExitCode(typeof process.exitCode === 'number' ? process.exitCode : code));
+  for (const fn of afterForkHooks) fn();
+}
+
+/**
+ * Ends a forked child whose loop ran dry the way Node would ('beforeExit' first, then 'exit'),
+ * but through _exit, before Node's own shutdown could wait for threads the child does not have.
+ * `streak` counts consecutive dry turns: a second one means 'beforeExit' scheduled nothing.
+ */
+function onDryLoop(streak: number): void {
+  if (streak === 1) process.emit('beforeExit', typeof process.exitCode === 'number' ? process.exitCode : 0);
+  else process.exit();
+}
+
+/** Raw fork for `multiproc/posix`: returns 0 in the child, which continues where it was. */
 export function rawFork(): number {
+  installGates();
   const pid = native.fork();
+  if (pid === 0) {
+    repairChild(true);
+    native.watchDryLoop(onDryLoop);
+  }
   return pid;
 }
+
+/** Process events whose parent listeners must not run in an isolated child. */
+const PROCESS_EVENTS = ['exit', 'beforeExit', 'uncaughtException', 'uncaughtExceptionMonitor',
+  'unhandledRejection', 'rejectionHandled', 'message', 'disconnect', 'warning', 'multipleResolves', 'worker'];
+
+function dropParentListeners(): void {
+  const signals = Object.keys((require('node:os') as typeof import('node:os')).constants.signals);
+  for (const ev of process.eventNames()) {
+    if (typeof ev === 'string' && (signals.includes(ev) || PROCESS_EVENTS.includes(ev))) {
+      process.removeAllListeners(ev);
+    }
+  }
+}
+
+/** Resets the JavaScript state the unwinding would leave half-done (called before unwinding). */
+function prepareUnwind(): void {
+  // From here on, the parent's timers, immediates and ticks are stale (they may run between the
+  // unwinding and the child's entry).
+  state.generation++;
+  // Timers on the stack: their `finally` (which drops them from the ref count) will not run.
+  const resources = asyncWrap ? asyncWrap.execution_async_resources : [executionAsyncResource()];
+  for (const r of resources) {
+    const timer = r as { _onTimeout?: unknown; unref?: () => void; hasRef?: () => boolean; _destroyed?: boolean };
+    if (timer && typeof timer.hasRef === 'function' && typeof timer.unref === 'function' && '_idleTimeout' in (timer as object)) {
+      if (timer.hasRef()) timer.unref();
+      timer._destroyed = true;
+    }
+  }
+  // The async id stack the parent's frames pushed: Node would find it corrupted on the way out.
+  if (asyncWrap) {
+    asyncWrap.execution_async_resources.length = 0;
+    asyncWrap.clearAsyncIdStack();
+  }
+}
+
+function spin(): never {
+  // Any call lets the pending termination start; it never returns.
+  for (;;) noop();
+}
+
+/**
+ * Forks; in the child the caller's JavaScript stack and queued microtasks are discarded, the
+ * parent's I/O handles (but `keepFds`) go deaf, stdin becomes /dev/null, and `entry` runs from
+ * a fresh turn of the event loop. Returns the child's pid in the parent; never returns in the
+ * child.
+ */
+export function forkIsolated(entry: () => void, keepFds: number[] = []): number {
+  installGates();
+  const pid = native.forkIsolated(() => {
+    repairChild(false);  // prepareUnwind() already moved to the child's generation
+    dropParentListeners();
+    entry();
+  }, keepFds);
+  if (pid !== 0) return pid;
+  prepareUnwind();
+  native.unwindStack();
+  return spin();
+}
+
+/** Makes the dry-loop check call `fn` in this forked child. */
+export function watchDryLoop(fn: (streak: number) => void): void {
+  native.watchDryLoop(fn);
+}
+
+installGates();

@@ -57,7 +57,13 @@ export interface NativeBinding {
   // process.cc
   fork(): number;
   /** fork(); in the child the JS stack is unwound and `entry` runs from a clean loop turn. */
-  forkIsolated(entry: () => void): number;
+  forkIsolated(entry: () => void, keepFds: number[]): number;
+  /** In a forkIsolated child: terminate the current JS stack and drop queued microtasks. */
+  unwindStack(): void;
+  /** In a forked child: cb(streak) each loop turn with nothing of the child's own to do. */
+  watchDryLoop(cb: (streak: number) => void): void;
+  /** Exit code used if the forked child's loop ends through Node's cleanup hooks. */
+  setExitCode(code: number): void;
   waitpid(pid: number, flags: number): WaitStatus | null;
   WNOHANG: number;
   _exit(code: number): never;
@@ -93,6 +99,12 @@ export interface NativeBinding {
   // futex.cc
   futexWait(arr: Int32Array, index: number, expected: number, ms: number): 'ok' | 'not-equal' | 'timed-out';
   futexWake(arr: Int32Array, index: number, count: number): number;
+  /**
+   * futexWait on a dedicated thread (never the libuv threadpool); cb(null, result) on the loop.
+   * ms < 0: forever. Returns a cancel function (idempotent); a cancelled wait reports 'timed-out'.
+   */
+  futexWaitAsync(arr: Int32Array, index: number, expected: number, ms: number,
+                 cb: (err: Error | null, result: 'ok' | 'not-equal' | 'timed-out') => void): () => void;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires

@@ -286,9 +286,66 @@ export function futexWait(arr: Int32Array, index: number, expected: number, ms?:
   return native.futexWait(arr, index, expected, t === undefined ? -1 : t);
 }
 
+/**
+ * `futexWait` without blocking: a dedicated thread waits (not the libuv threadpool), so the event
+ * loop goes on; the promise settles with the same results. Keeps `arr`'s memory alive meanwhile.
+ */
+export function futexWaitAsync(arr: Int32Array, index: number, expected: number, ms?: number): Promise<'ok' | 'not-equal' | 'timed-out'> {
+  validateFutexArgs(arr, index);
+  validateInteger(expected, 'expected', -2147483648, 2147483647);
+  const t = validateTimeout(ms, 'ms');
+  return new Promise((resolve, reject) => {
+    native.futexWaitAsync(arr, index, expected, t === undefined ? -1 : t, (err, result) => (err ? reject(err) : resolve(result)));
+  });
+}
+
 /** FUTEX_WAKE: wakes up to `count` waiters (default all) on `arr[index]`; returns how many woke. */
 export function futexWake(arr: Int32Array, index: number, count = 2147483647): number {
   validateFutexArgs(arr, index);
   validateInteger(count, 'count', 0, 2147483647);
   return native.futexWake(arr, index, count);
+}
+
+/**
+ * Resolves when child `pid` ends, with its status, without blocking the event loop: a pidfd
+ * (Linux 5.3+) watched by the loop, else a short poll of waitpid(WNOHANG). The child is reaped.
+ */
+export function waitpidAsync(pid: number): Promise<import('./native').WaitStatus> {
+  validateInteger(pid, 'pid', 1, 2147483647);
+  return new Promise((resolve, reject) => {
+    const check = (): boolean => {
+      try {
+        const st = native.waitpid(pid, native.WNOHANG);
+        if (st) resolve(st);
+        return st !== null;
+      } catch (e) {
+        reject(e);
+        return true;
+      }
+    };
+    if (check()) return;
+    let fd = -1;
+    try {
+      fd = native.pidfdOpen(pid);
+    } catch {
+      // No pidfd (old kernel, other Unix): poll with a growing interval.
+      let delay = 1;
+      const tick = (): void => {
+        if (!check()) setTimeout(tick, (delay = Math.min(delay * 2, 50)));
+      };
+      setTimeout(tick, delay);
+      return;
+    }
+    const watcher = new native.FdWatcher(fd, () => {
+      if (!check()) return;
+      watcher.close();
+      native.close(fd);
+    });
+    watcher.start(1);
+    // The child may have ended between the first check and pidfd_open.
+    if (check()) {
+      watcher.close();
+      native.close(fd);
+    }
+  });
 }
