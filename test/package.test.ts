@@ -64,7 +64,7 @@ function prebuildsDir(): string {
   fs.cpSync(path.join(root, 'native'), path.join(src, 'native'), { recursive: true });
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(src, 'node_modules'), 'dir');
   run([path.join(root, 'node_modules', 'prebuildify', 'bin.js'), '--napi=false', '--strip',
-    `--target=node@${process.versions.node}`, '--quiet'], src);
+    `--target=node@${process.versions.node}`], src);
   return path.join(src, 'prebuilds');
 }
 
