@@ -28,15 +28,32 @@ std::string Received(const Napi::CallbackInfo& info, size_t i) {
 
 }  // namespace
 
-Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string* path) {
-  // libuv knows the names and messages of every errno Node reports (its codes are -errno).
-  const char* code = uv_err_name(-err);
-  std::string text = uv_strerror(-err);
-  if (strncmp(code, "Unknown", 7) == 0) {
-    code = "UNKNOWN";
-    text = strerror(err);
+// The symbolic name of errno `err` ("ENOENT"): libuv knows the common ones; glibc (2.32+) knows
+// every one, including those libuv lacks such as ECHILD.
+std::string ErrnoName(int err) {
+  const char* name = uv_err_name(-err);
+  if (strncmp(name, "Unknown", 7) != 0) return name;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  const char* g = strerrorname_np(err);
+  if (g != nullptr) return g;
+#endif
+  return "UNKNOWN";
+}
+
+// Node's wording: libuv's lower-case message where libuv knows the code, else strerror's.
+std::string ErrnoText(int err) {
+  const char* name = uv_err_name(-err);
+  if (strncmp(name, "Unknown", 7) != 0) return uv_strerror(-err);
+  std::string text = strerror(err);
+  if (!text.empty() && text[0] >= 'A' && text[0] <= 'Z' && (text.size() < 2 || text[1] < 'A' || text[1] > 'Z')) {
+    text[0] = static_cast<char>(text[0] - 'A' + 'a');
   }
-  std::string message = std::string(code) + ": " + text + ", " + syscall;
+  return text;
+}
+
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string* path) {
+  std::string code = ErrnoName(err);
+  std::string message = code + ": " + ErrnoText(err) + ", " + syscall;
   if (path != nullptr) message += " '" + *path + "'";
   Napi::Error e = Napi::Error::New(env, message);
   e.Set("errno", Napi::Number::New(env, -err));
