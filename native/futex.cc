@@ -11,6 +11,11 @@
 // the latter. Elsewhere the thread waits in slices of at most 50 ms and cancel() also wakes the
 // user's word with FUTEX_WAKE, so other waiters on that word may see a spurious wake-up ('ok'),
 // which futex semantics allow: a woken waiter must re-check the value anyway.
+#include "addon.h"
+#include "errors.h"
+
+#if defined(__linux__)
+
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -26,9 +31,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include "addon.h"
-#include "errors.h"
 
 #if defined(SYS_futex_waitv)
 #define MP_HAVE_FUTEX_WAITV 1
@@ -397,3 +399,21 @@ void InitFutex(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace mp
+
+#else  // futexes are Linux's: elsewhere the functions exist and fail with ENOSYS
+
+namespace mp {
+
+namespace {
+Napi::Value NoFutex(const Napi::CallbackInfo& info) { ThrowErrno(info.Env(), ENOSYS, "futex"); }
+}  // namespace
+
+void InitFutex(Napi::Env env, Napi::Object exports) {
+  for (const char* name : {"futexWait", "futexWake", "futexWaitAsync"}) {
+    exports.Set(name, Napi::Function::New(env, NoFutex, name));
+  }
+}
+
+}  // namespace mp
+
+#endif
