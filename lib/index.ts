@@ -1,9 +1,52 @@
 /**
  * multiproc: Python's multiprocessing for Node.js on Unix.
+ *
+ * ```ts
+ * import { Process } from 'multiproc';
+ * const p = new Process({ target: (name: string) => console.log('hello', name), args: ['bob'] });
+ * p.start();
+ * await p.join();
+ * ```
  * @module
  */
 if (process.platform === 'win32') {
   throw new Error('multiproc does not support Windows: it needs fork(), POSIX semaphores and SCM_RIGHTS (Linux, macOS, BSD)');
 }
 
+import { defaultContext } from './context';
+import type { StartMethod } from './context';
+
 export * from './errors';
+export { Process, ProcessStateError, currentProcess, parentProcess, activeChildren, cpuCount } from './process';
+export type { ProcessOptions, StartMethod } from './process';
+export { BaseContext, Context, DefaultContext } from './context';
+
+/** The context for `method`, or the default one (which then fixes the start method). */
+export function getContext(method?: StartMethod | null) {
+  return defaultContext.getContext(method);
+}
+
+/** Sets the default start method; a second call throws unless `{ force: true }`. */
+export function setStartMethod(method: StartMethod | null, opts?: { force?: boolean }): void {
+  defaultContext.setStartMethod(method, opts);
+}
+
+/** The default start method ('fork' unless set); with `allowNone`, null when not yet fixed. */
+export function getStartMethod(opts?: { allowNone?: boolean }): StartMethod | null {
+  return defaultContext.getStartMethod(opts);
+}
+
+/** The start methods this platform supports, the default first. */
+export function getAllStartMethods(): StartMethod[] {
+  return defaultContext.getAllStartMethods();
+}
+
+/** Modules the forkserver imports once, before it forks any child. */
+export function setForkserverPreload(modules: string[]): void {
+  defaultContext.setForkserverPreload(modules);
+}
+
+/** The node binary used by the spawn and forkserver start methods. */
+export function setExecutable(path: string): void {
+  defaultContext.setExecutable(path);
+}

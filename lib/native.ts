@@ -69,6 +69,8 @@ export interface NativeBinding {
   _exit(code: number): never;
   kill(pid: number, signal: number): void;
   getpid(): number;
+  /** prctl(PR_SET_PDEATHSIG): `signal` when the parent dies; raised now if it already has. */
+  setPdeathsig(signal: number, parentPid: number): void;
   getppid(): number;
   pidfdOpen(pid: number): number;
   /** posix_spawn(file, argv, env); child fd i is dup'ed from fdMap[i] (-1: closed). */

@@ -122,7 +122,7 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
       self->cb_.MakeCallback(env.Global(), {err, Napi::Number::New(env, out)}, *self->async_);
     } catch (const Napi::Error& e) {
       // An exception thrown by the callback is the process's uncaught exception.
-      napi_fatal_exception(env, e.Value());
+      if (!InUnwind()) napi_fatal_exception(env, e.Value());
     }
   }
 

@@ -14,6 +14,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/mman.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -61,6 +64,7 @@ struct ForkState {
   bool normalized = false, parked = false;
 };
 ForkState g_fork;
+bool g_unwound = false;  // unwindStack() ran in this isolated child and its entry has not run yet
 
 // The platform's worker threads run barrier tasks until all of them are awake at once.
 struct Barrier {
@@ -295,6 +299,7 @@ void BlockingStdio() {
 }
 
 void OnEntryIdle(uv_idle_t* idle) {
+  g_unwound = false;
   uv_idle_stop(idle);
   uv_close(reinterpret_cast<uv_handle_t*>(idle), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   g_fork.entry_idle = nullptr;
@@ -365,7 +370,7 @@ void OnDryCheck(uv_check_t* h) {
   try {
     g_dry->cb.MakeCallback(env.Global(), {Napi::Number::New(env, g_dry->streak)}, *g_dry->ctx);
   } catch (const Napi::Error& e) {
-    napi_fatal_exception(env, e.Value());
+    if (!InUnwind()) napi_fatal_exception(env, e.Value());
   }
 }
 
@@ -486,6 +491,9 @@ bool g_own_checkpoint = false;   // UnwindStack's own checkpoint is running
 
 void OnMicrotasksCompleted(v8::Isolate* isolate, void*) {
   if (!g_unwinding || g_own_checkpoint) return;
+  // When JavaScript called the checkpoint (Node's processTicksAndRejections), the termination
+  // must go on unwinding it; V8 clears it by itself once no JavaScript frame is left.
+  if (v8::StackTrace::CurrentStackTrace(isolate, 1)->GetFrameCount() > 0) return;
   g_unwinding = false;
   if (isolate->IsExecutionTerminating()) isolate->CancelTerminateExecution();
 }
@@ -504,6 +512,7 @@ Napi::Value UnwindStack(const Napi::CallbackInfo& info) {
     registered = true;
   }
   g_unwinding = queue != nullptr && queue->IsRunningMicrotasks();
+  g_unwound = true;
   isolate->TerminateExecution();
   // With the termination pending, a checkpoint discards every queued microtask: the parent's
   // promise continuations must not run in the child. (When the fork happens inside a microtask
@@ -580,6 +589,21 @@ Napi::Value Kill(const Napi::CallbackInfo& info) {
   pid_t pid = ArgInt32(info, 0, "pid");
   int sig = ArgInt32(info, 1, "signal");
   if (kill(pid, sig) != 0) ThrowErrno(info.Env(), errno, "kill");
+  return info.Env().Undefined();
+}
+
+// setPdeathsig(sig, parentPid): ask the kernel to send `sig` to this process when its parent
+// dies (Linux); if the parent is already gone (it died before the call), raise it now.
+Napi::Value SetPdeathsig(const Napi::CallbackInfo& info) {
+  int sig = ArgInt32(info, 0, "signal");
+  pid_t expected = ArgInt32(info, 1, "parentPid");
+#ifdef __linux__
+  if (prctl(PR_SET_PDEATHSIG, sig) != 0) ThrowErrno(info.Env(), errno, "prctl");
+  if (getppid() != expected) raise(sig);
+#else
+  (void)sig;
+  (void)expected;
+#endif
   return info.Env().Undefined();
 }
 
@@ -696,6 +720,8 @@ Napi::Value SetCloexec(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+bool InUnwind() { return g_unwound; }
+
 void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("fork", Napi::Function::New(env, Fork, "fork"));
   exports.Set("forkIsolated", Napi::Function::New(env, ForkIsolated, "forkIsolated"));
@@ -707,6 +733,7 @@ void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("WNOHANG", Napi::Number::New(env, WNOHANG));
   exports.Set("_exit", Napi::Function::New(env, Exit, "_exit"));
   exports.Set("kill", Napi::Function::New(env, Kill, "kill"));
+  exports.Set("setPdeathsig", Napi::Function::New(env, SetPdeathsig, "setPdeathsig"));
   exports.Set("getpid", Napi::Function::New(env, GetPid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, GetPpid, "getppid"));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));

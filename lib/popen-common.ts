@@ -1,0 +1,103 @@
+/**
+ * What the launchers share: watching a child of ours until it ends, without blocking the loop.
+ * @internal
+ */
+import * as os from 'node:os';
+import { native } from './native';
+import type { NativeFdWatcher, WaitStatus } from './native';
+
+/** Python's convention: the exit status, or -signal for a child killed by a signal. */
+export function exitCodeOf(st: WaitStatus): number {
+  return st.signal !== null ? -st.signal : (st.exitCode ?? 0);
+}
+
+/**
+ * Watches child `pid` through a pidfd: the sentinel is the pidfd, the child is reaped as soon as
+ * it ends (no zombie, even if nobody joins it), and while it runs the watcher keeps the event
+ * loop alive when `keepAlive` (a non-daemon child keeps its parent running, as in Python).
+ */
+export class ChildWatch {
+  readonly pid: number;
+  readonly sentinel: number;
+  returncode: number | null = null;
+  #watcher: NativeFdWatcher | null = null;
+  #waiters: Array<() => void> = [];
+  #closed = false;
+
+  constructor(pid: number, keepAlive: boolean, sentinel?: number) {
+    this.pid = pid;
+    this.sentinel = sentinel ?? native.pidfdOpen(pid);
+    const w = new native.FdWatcher(this.sentinel, () => this.poll());
+    w.start(1);
+    if (!keepAlive) w.unref();
+    this.#watcher = w;
+  }
+
+  /** Reaps the child if it has ended; returns its exit code or null. */
+  poll(): number | null {
+    if (this.returncode === null && !this.#closed) {
+      let st: WaitStatus | null = null;
+      try {
+        st = native.waitpid(this.pid, native.WNOHANG);
+      } catch (e) {
+        // ECHILD: someone else reaped it; the exit status is lost.
+        if ((e as NodeJS.ErrnoException).code !== 'ECHILD') throw e;
+        st = { pid: this.pid, exitCode: 255, signal: null };
+      }
+      if (st !== null) this.settle(exitCodeOf(st));
+    }
+    return this.returncode;
+  }
+
+  /** @internal For launchers that learn the status another way (the forkserver). */
+  settle(code: number): void {
+    if (this.returncode !== null) return;
+    this.returncode = code;
+    this.#watcher?.close();
+    this.#watcher = null;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  wait(timeout?: number): Promise<number | null> {
+    if (this.poll() !== null || timeout === 0) return Promise.resolve(this.returncode);
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (): void => {
+        if (timer) clearTimeout(timer);
+        resolve(this.returncode);
+      };
+      this.#waiters.push(done);
+      if (timeout !== undefined) {
+        timer = setTimeout(() => {
+          const i = this.#waiters.indexOf(done);
+          if (i >= 0) this.#waiters.splice(i, 1);
+          resolve(this.poll());
+        }, timeout);
+      }
+    });
+  }
+
+  waitSync(timeout?: number): number | null {
+    if (this.poll() !== null) return this.returncode;
+    native.poll([this.sentinel], [1], timeout === undefined ? -1 : timeout);
+    return this.poll();
+  }
+
+  signal(sig: 'SIGTERM' | 'SIGKILL' | number): void {
+    if (this.poll() !== null) return;
+    const n = typeof sig === 'number' ? sig : (os.constants.signals as Record<string, number>)[sig];
+    try {
+      native.kill(this.pid, n);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#watcher?.close();
+    this.#watcher = null;
+    try { native.close(this.sentinel); } catch { /* already closed */ }
+  }
+}
