@@ -14,6 +14,7 @@ if (process.platform === 'win32') {
 }
 
 import { defaultContext } from './context';
+import './popen-spawn';
 import type { StartMethod } from './context';
 
 export * from './errors';

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from './native';
-import { MultiprocError, validateBoolean, validateFunction, validateObject, validateString, validateTimeout } from './errors';
+import { MultiprocError, RuntimeError, validateBoolean, validateFunction, validateObject, validateString, validateTimeout } from './errors';
 
 export type StartMethod = 'fork' | 'spawn' | 'forkserver';
 
@@ -61,6 +61,32 @@ export interface TargetRef {
 }
 
 const kLibDir = __dirname;
+
+let bootstrapping = false;
+/** @internal Set while a spawned child imports the module of its target (Python's `_inheriting`). */
+export function setBootstrapping(on: boolean): void {
+  bootstrapping = on;
+}
+
+/** Python's fork-bomb guard: starting a process while the child is still importing. */
+function checkNotBootstrapping(): void {
+  if (!bootstrapping) return;
+  throw new RuntimeError(`
+An attempt has been made to start a new process before the current process has finished its
+bootstrapping phase.
+
+This probably means that you are not using fork to start your child processes and you have
+forgotten to use the proper idiom in the main module:
+
+    // CommonJS
+    if (require.main === module) main();
+    // ES module
+    if (process.argv[1] === fileURLToPath(import.meta.url)) main();
+
+The guard can be left out if the program is not going to be used with the 'spawn' or
+'forkserver' start method: the child imports the module that defines the target, and code at
+the top level of that module runs again there.`);
+}
 
 /** The file of the first stack frame outside multiproc: the module that created the object. */
 export function callerModule(): string | null {
@@ -169,6 +195,7 @@ export class Process {
   /** Starts the child. A Process can be started once. */
   start(): void {
     this.checkClosed();
+    checkNotBootstrapping();
     if (this._popen !== null) throw new ProcessStateError('cannot start a process twice');
     if (this._parentPid !== native.getpid()) {
       throw new ProcessStateError('can only start a process object created by current process');

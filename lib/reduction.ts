@@ -1,0 +1,145 @@
+/**
+ * Sending values to a child that does not share our memory (spawn, forkserver): the structured
+ * clone serializer (v8.serialize), plus multiproc's own objects (connections, queues, locks,
+ * shared memory...), which reduce themselves to a plain state and the descriptors they need.
+ * Python's `multiprocessing.reduction`, in Node's idiom.
+ * @module
+ */
+import * as v8 from 'node:v8';
+
+/** Implemented by classes whose instances can be sent to another process. */
+export interface Reducible {
+  /**
+   * Returns the class's registered type name, a structured-clone state, and the fds the state
+   * refers to (by index into the returned array).
+   */
+  [reduceSymbol](ctx: ReduceContext): { type: string; state: unknown };
+}
+
+/** The method a class implements to be sent to another process. */
+export const reduceSymbol: unique symbol = Symbol.for('multiproc.reduce') as never;
+
+/** Collects the descriptors of the objects being sent. */
+export class ReduceContext {
+  readonly fds: number[] = [];
+  /** The start method of the child the values go to (objects may refuse some). */
+  constructor(readonly startMethod: string) {}
+  /** Adds fd to the message; returns its index for the state. */
+  addFd(fd: number): number {
+    this.fds.push(fd);
+    return this.fds.length - 1;
+  }
+}
+
+/** Rebuilds an object of a registered type in the receiving process. */
+export type Rebuilder = (state: any, fds: number[]) => unknown;
+
+const rebuilders = new Map<string, Rebuilder>();
+
+/** Registers how `type` is rebuilt in a receiving process. */
+export function registerReducer(type: string, rebuild: Rebuilder): void {
+  rebuilders.set(type, rebuild);
+}
+
+const MARK = '\u0000multiproc.reduced';
+
+function isPlainContainer(v: object): boolean {
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null || Array.isArray(v);
+}
+
+/**
+ * Replaces every reducible object inside `value` by a marker (objects are walked through plain
+ * objects, arrays, Maps and Sets; cycles are preserved by v8.serialize afterwards).
+ */
+function reduceValue(value: unknown, ctx: ReduceContext, seen: Map<object, unknown>): unknown {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'function') {
+      const fn = value as { name?: string };
+      throw new TypeError(`cannot send function ${fn.name || '<anonymous>'} to a process started with '${ctx.startMethod}': only structured-clone values and multiproc objects can cross`);
+    }
+    return value;
+  }
+  if (seen.has(value)) return seen.get(value);
+  const r = (value as Partial<Reducible>)[reduceSymbol];
+  if (typeof r === 'function') {
+    const { type, state } = r.call(value, ctx);
+    const marker = { [MARK]: type, state: reduceValue(state, ctx, new Map()) };
+    seen.set(value, marker);
+    return marker;
+  }
+  if (value instanceof Map) {
+    const out = new Map();
+    seen.set(value, out);
+    for (const [k, v] of value) out.set(reduceValue(k, ctx, seen), reduceValue(v, ctx, seen));
+    return out;
+  }
+  if (value instanceof Set) {
+    const out = new Set();
+    seen.set(value, out);
+    for (const v of value) out.add(reduceValue(v, ctx, seen));
+    return out;
+  }
+  if (isPlainContainer(value)) {
+    const out: any = Array.isArray(value) ? new Array(value.length) : Object.create(Object.getPrototypeOf(value));
+    seen.set(value, out);
+    for (const k of Object.keys(value)) out[k] = reduceValue((value as any)[k], ctx, seen);
+    return out;
+  }
+  return value;
+}
+
+function rebuildValue(value: unknown, fds: number[], seen: Map<object, unknown>): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (seen.has(value)) return seen.get(value);
+  const type = (value as Record<string, unknown>)[MARK];
+  if (typeof type === 'string') {
+    const rebuild = rebuilders.get(type);
+    if (!rebuild) throw new TypeError(`cannot rebuild a '${type}' in this process: its module is not loaded`);
+    const obj = rebuild(rebuildValue((value as { state: unknown }).state, fds, new Map()), fds);
+    seen.set(value, obj);
+    return obj;
+  }
+  if (value instanceof Map) {
+    const entries = [...value];
+    value.clear();
+    seen.set(value, value);
+    for (const [k, v] of entries) value.set(rebuildValue(k, fds, seen), rebuildValue(v, fds, seen));
+    return value;
+  }
+  if (value instanceof Set) {
+    const items = [...value];
+    value.clear();
+    seen.set(value, value);
+    for (const v of items) value.add(rebuildValue(v, fds, seen));
+    return value;
+  }
+  if (isPlainContainer(value)) {
+    seen.set(value, value);
+    for (const k of Object.keys(value)) (value as any)[k] = rebuildValue((value as any)[k], fds, seen);
+  }
+  return value;
+}
+
+/** Serializes `value` for another process: the bytes and the fds to pass alongside. */
+export function dumps(value: unknown, startMethod: string): { data: Buffer; fds: number[] } {
+  const ctx = new ReduceContext(startMethod);
+  const reduced = reduceValue(value, ctx, new Map());
+  let data: Buffer;
+  try {
+    data = v8.serialize(reduced);
+  } catch (e) {
+    const err = new TypeError(`cannot send this value to a process started with '${startMethod}': ${(e as Error).message}`);
+    (err as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_NOT_SERIALIZABLE';
+    throw err;
+  }
+  return { data, fds: ctx.fds };
+}
+
+/** The inverse of dumps(), given the fds that arrived with the bytes. */
+export function loads(data: Buffer, fds: number[]): unknown {
+  return rebuildValue(v8.deserialize(data), fds, new Map());
+}
+
+// A bare descriptor sent along (the value is its index among the fds that arrived).
+registerReducer('multiproc.fd', (index: number, fds: number[]) => fds[index]);

@@ -1,0 +1,178 @@
+/**
+ * What the spawn and forkserver start methods share: describing a Process so that a process
+ * which does not share our memory can rebuild it (the target and any Process subclass are found
+ * by name in their module), and rebuilding it on the other side.
+ * Python's `multiprocessing.spawn`.
+ * @internal
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Process, setBootstrapping } from './process';
+import { native } from './native';
+import type { StartMethod } from './process';
+import { dumps, loads } from './reduction';
+import * as tracker from './resource-tracker';
+
+/** A function or class located by name in a module. */
+interface NamedRef {
+  module: string;
+  name: string;
+}
+
+/** Everything a fresh process needs to become the child. */
+export interface Preparation {
+  startMethod: StartMethod;
+  processClass: NamedRef | null; // null: the library's Process (or a context-bound one)
+  target: NamedRef | null;
+  args: unknown[];
+  name: string;
+  daemon: boolean;
+  authkey: Buffer;
+  identity: number[];
+  parentPid: number;
+  parentName: string;
+  own: Record<string, unknown>; // a subclass's own fields
+  trackerFd: number | null; // index into the fds sent along
+  cwd: string;
+}
+
+function toPath(module: string): string {
+  return module.startsWith('file:') ? fileURLToPath(module) : module;
+}
+
+/** Looks `value` up among the exports of the CommonJS modules loaded in this process. */
+function findInRequireCache(value: unknown): NamedRef | null {
+  let fallback: NamedRef | null = null;
+  for (const [file, mod] of Object.entries(require.cache)) {
+    const exp = mod?.exports;
+    if (!exp || (typeof exp !== 'object' && typeof exp !== 'function')) continue;
+    if (exp === value) {
+      fallback = fallback ?? { module: file, name: '' };
+      continue;
+    }
+    for (const key of Object.keys(exp)) {
+      let v: unknown;
+      try { v = (exp as Record<string, unknown>)[key]; } catch { continue; }
+      if (v === value && key !== 'default') return { module: file, name: key };
+    }
+  }
+  return fallback;
+}
+
+/** A rough check that an ES module's source exports `name`. */
+function sourceExports(file: string, name: string): boolean {
+  let src: string;
+  try { src = fs.readFileSync(file, 'utf8'); } catch { return false; }
+  const id = name.replace(/[$]/g, '\\$');
+  const patterns = [
+    new RegExp(`export\\s+(?:default\\s+)?(?:async\\s+)?(?:function\\s*\\*?|class)\\s+${id}\\b`),
+    new RegExp(`export\\s+(?:const|let|var)\\s+${id}\\b`),
+    new RegExp(`export\\s*\\{[^}]*\\b${id}\\b[^}]*\\}`),
+    new RegExp(`exports\\.${id}\\s*=`),
+    new RegExp(`module\\.exports\\s*=\\s*\\{[^}]*\\b${id}\\b`),
+  ];
+  return patterns.some((re) => re.test(src));
+}
+
+function locate(value: Function, what: string, module: string | null, method: StartMethod): NamedRef {
+  const cached = findInRequireCache(value);
+  if (cached && cached.name) return cached;
+  const name = value.name ?? '';
+  const where = module ? toPath(module) : null;
+  if (name && where && !/^bound /.test(name) && sourceExports(where, name)) return { module: where, name };
+  const fix = `
+With the '${method}' start method the child is a fresh process that finds the ${what} by name:
+it must be exported by its module (ESM: \`export function ${name || 'f'}\`, CommonJS:
+\`exports.${name || 'f'} = ${name || 'f'}\`), and that module is the one that created the
+process${where ? ` (${where})` : ''}, or the one given as \`{ module: import.meta.url }\` (or __filename).
+Closures, arrow functions assigned later and anonymous functions only work with the 'fork' start
+method.`;
+  const err = new TypeError(`cannot find ${what} ${name ? `'${name}' ` : ''}by name for the '${method}' start method.${fix}`);
+  (err as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_TARGET_NOT_FOUND';
+  throw err;
+}
+
+const internalFields = new Set(['_identity', '_config', '_parentPid', '_parentName', '_popen', '_closed', '_target', '_args',
+  '_name', '_module', '_startMethod']);
+
+/** Describes `proc` for a child that will rebuild it; throws (in the parent) what cannot be found. */
+export function prepare(proc: Process, method: StartMethod): { data: Buffer; fds: number[] } {
+  const cls = proc.constructor as typeof Process;
+  let processClass: NamedRef | null = null;
+  if (cls !== Process && !Object.prototype.hasOwnProperty.call(cls, 'startMethod')) {
+    processClass = locate(cls, 'the Process subclass', proc._module, method);
+  }
+  const target = proc._target ? locate(proc._target, 'the target', proc._module, method) : null;
+  const own: Record<string, unknown> = {};
+  for (const key of Object.keys(proc)) {
+    if (!internalFields.has(key)) own[key] = (proc as unknown as Record<string, unknown>)[key];
+  }
+  const trackerFd = tracker.getFd();
+  const prep: Omit<Preparation, 'trackerFd'> & { trackerFd: unknown } = {
+    startMethod: method,
+    processClass,
+    target,
+    args: proc._args,
+    name: proc.name,
+    daemon: proc.daemon,
+    authkey: proc.authkey,
+    identity: proc._identity,
+    parentPid: process.pid,
+    parentName: proc._parentName,
+    own,
+    trackerFd: trackerFd === null ? null : { [Symbol.for('multiproc.reduce')]: (ctx: { addFd(fd: number): number }) => ({ type: 'multiproc.fd', state: ctx.addFd(trackerFd) }) },
+    cwd: process.cwd(),
+  };
+  return dumps(prep, method);
+}
+
+async function importModule(file: string): Promise<Record<string, unknown>> {
+  setBootstrapping(true);
+  try {
+    try {
+      return require(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ERR_REQUIRE_ESM') throw e;
+    }
+    return await import(pathToFileURL(file).href);
+  } finally {
+    setBootstrapping(false);
+  }
+}
+
+async function resolveRef(ref: NamedRef): Promise<any> {
+  const mod = await importModule(ref.module);
+  const value = ref.name ? mod[ref.name] ?? (mod.default as Record<string, unknown> | undefined)?.[ref.name] : mod;
+  if (value === undefined) {
+    throw new TypeError(`'${ref.name}' is not exported by ${ref.module} in the child`);
+  }
+  return value;
+}
+
+/** Child side: rebuilds the Process from a preparation message and runs it. Never returns. */
+export async function runPrepared(data: Buffer, fds: number[]): Promise<never> {
+  const prep = loads(data, fds) as Preparation;
+  // A daemon dies with its parent, even when the parent is killed outright.
+  if (prep.daemon) native.setPdeathsig(15, prep.parentPid);
+  if (prep.trackerFd !== null) tracker.attach(prep.trackerFd);
+  const cls: typeof Process = prep.processClass ? await resolveRef(prep.processClass) : Process;
+  const target = prep.target ? await resolveRef(prep.target) : null;
+  const proc = Object.create(cls.prototype) as Process;
+  Object.assign(proc, prep.own);
+  proc._identity = prep.identity;
+  proc._config = { authkey: Buffer.from(prep.authkey), daemon: prep.daemon };
+  proc._parentPid = prep.parentPid;
+  proc._parentName = prep.parentName;
+  proc._popen = null;
+  proc._closed = false;
+  proc._target = target;
+  proc._args = prep.args;
+  proc._name = prep.name;
+  proc._module = null;
+  proc._startMethod = prep.startMethod;
+  return proc._bootstrap();
+}
+
+/** The script a spawned child runs (dist/spawn-main.js). */
+export const spawnMainPath = path.join(__dirname, 'spawn-main.js');
