@@ -22,16 +22,23 @@ import { native } from './native';
 interface ForkGlobalState {
   /** Incremented in each forked child: objects stamped with an older value are the parent's. */
   generation: number;
-  gated: boolean;
 }
 
 const STATE_KEY = Symbol.for('multiproc.fork.state');
 const kGeneration = Symbol.for('multiproc.fork.generation');
 const kValue = Symbol.for('multiproc.fork.value');
 
-// One state per process even when two copies of the library are loaded.
-const state: ForkGlobalState = ((globalThis as Record<symbol, unknown>)[STATE_KEY] as ForkGlobalState | undefined) ??
-  ((globalThis as Record<symbol, unknown>)[STATE_KEY] = { generation: 0, gated: false } as ForkGlobalState);
+// The gates live on Node's own Timeout/Immediate prototypes, which every copy of the library
+// (and every jest sandbox) shares: so does the state, kept on the Timeout prototype.
+const timeoutProto: Record<symbol, unknown> = (() => {
+  const t = setTimeout(() => undefined, 1);
+  clearTimeout(t);
+  return Object.getPrototypeOf(t);
+})();
+const state: ForkGlobalState = (timeoutProto[STATE_KEY] as ForkGlobalState | undefined) ?? { generation: 0 };
+if (!timeoutProto[STATE_KEY]) {
+  Object.defineProperty(timeoutProto, STATE_KEY, { value: state, enumerable: false, configurable: true, writable: false });
+}
 
 function noop(): void {}
 
@@ -61,6 +68,7 @@ interface AsyncWrapBinding {
   execution_async_resources: unknown[];
 }
 let asyncWrap: AsyncWrapBinding | null = null;
+let gatesInstalled = false;
 
 function loadAsyncWrap(): AsyncWrapBinding | null {
   const saved = process.noDeprecation;
@@ -79,17 +87,17 @@ function loadAsyncWrap(): AsyncWrapBinding | null {
  * Called when the library loads, so timers made before that are not gated: import multiproc early.
  */
 export function installGates(): void {
-  if (state.gated) return;
-  state.gated = true;
+  if (gatesInstalled) return;
+  gatesInstalled = true;
   asyncWrap = loadAsyncWrap();
-  const t = setTimeout(noop, 1);
-  clearTimeout(t);
   // A cleared Timeout's _onTimeout must stay falsy: stale timers read as null (Node skips them).
-  gate(Object.getPrototypeOf(t), '_onTimeout', null);
+  gate(timeoutProto, '_onTimeout', null);
   const im = setImmediate(noop);
   clearImmediate(im);
   gate(Object.getPrototypeOf(im), '_onImmediate', noop);
   // Ticks are plain objects with own properties: wrap process.nextTick instead.
+  const kGated = Symbol.for('multiproc.fork.gatedNextTick');
+  if ((process.nextTick as unknown as Record<symbol, unknown>)[kGated]) return;
   const original = process.nextTick;
   const gated = function nextTick(this: unknown, callback: (...a: unknown[]) => void, ...args: unknown[]): void {
     if (typeof callback !== 'function') return original.call(process, callback, ...args);
@@ -99,6 +107,7 @@ export function installGates(): void {
     };
     return args.length === 0 ? original.call(process, run) : original.call(process, run, ...args);
   };
+  Object.defineProperty(gated, kGated, { value: true });
   process.nextTick = gated as typeof process.nextTick;
 }
 
