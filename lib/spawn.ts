@@ -127,15 +127,22 @@ export function prepare(proc: Process, method: StartMethod): { data: Buffer; fds
   return dumps(prep, method);
 }
 
+// A real import() in the CommonJS build (TypeScript would turn `import()` into require()).
+// eslint-disable-next-line @typescript-eslint/no-implied-eval
+const dynamicImport = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<Record<string, unknown>>;
+
 async function importModule(file: string): Promise<Record<string, unknown>> {
   setBootstrapping(true);
   try {
-    try {
-      return require(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ERR_REQUIRE_ESM') throw e;
+    if (!/\.(mjs|mts)$/.test(file)) {
+      try {
+        return require(file);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'ERR_REQUIRE_ESM' && code !== 'ERR_REQUIRE_ASYNC_MODULE') throw e;
+      }
     }
-    return await import(pathToFileURL(file).href);
+    return await dynamicImport(pathToFileURL(file).href);
   } finally {
     setBootstrapping(false);
   }
