@@ -108,6 +108,9 @@ export function prepare(proc: Process, method: StartMethod): { data: Buffer; fds
   for (const key of Object.keys(proc)) {
     if (!internalFields.has(key)) own[key] = (proc as unknown as Record<string, unknown>)[key];
   }
+  // One tracker per program, shared by every child (as in Python): start it now so that a child
+  // which creates a named resource reports to it rather than starting one of its own.
+  tracker.ensureRunning();
   const trackerFd = tracker.getFd();
   const prep: Omit<Preparation, 'trackerFd'> & { trackerFd: unknown } = {
     startMethod: method,
