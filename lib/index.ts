@@ -15,6 +15,7 @@ if (process.platform === 'win32') {
 
 import { defaultContext } from './context';
 import './popen-spawn';
+import './popen-forkserver';
 import type { StartMethod } from './context';
 
 export * from './errors';

@@ -1,9 +1,15 @@
 // Waiting for descriptors: FdWatcher reports readiness on the event loop (uv_poll), poll()
 // blocks the calling thread (the Sync forms of multiproc's blocking calls).
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "addon.h"
@@ -176,11 +182,108 @@ Napi::Value Poll(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Unix stream sockets by path for the forkserver, which never runs the event loop while it
+// serves, and whose clients connect from synchronous code. Every fd is close-on-exec.
+
+// A close-on-exec AF_UNIX stream socket, non-blocking if asked.
+int UnixSocket(bool nonblocking) {
+#if defined(SOCK_CLOEXEC) && defined(SOCK_NONBLOCK)
+  return socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+#else
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd >= 0) {
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (nonblocking) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+  return fd;
+#endif
+}
+
+bool FillUnixAddress(const std::string& path, struct sockaddr_un* addr) {
+  std::memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr->sun_path) return false;
+  std::memcpy(addr->sun_path, path.data(), path.size());
+  return true;
+}
+
+// unixListen(path, backlog) -> fd: a listening socket bound to `path`, non-blocking (accept()
+// after a poll() never waits for a client that went away).
+Napi::Value UnixListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  int backlog = ArgInt32(info, 1, "backlog");
+  struct sockaddr_un addr;
+  if (!FillUnixAddress(path, &addr)) ThrowErrno(env, ENAMETOOLONG, "bind", &path);
+  int fd = UnixSocket(true);
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) != 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrno(env, e, "bind", &path);
+  }
+  if (listen(fd, backlog) != 0) {
+    int e = errno;
+    close(fd);
+    ThrowErrno(env, e, "listen", &path);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// unixConnect(path) -> fd: a connected, blocking socket.
+Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ArgString(info, 0, "path");
+  struct sockaddr_un addr;
+  if (!FillUnixAddress(path, &addr)) ThrowErrno(env, ENAMETOOLONG, "connect", &path);
+  int fd = UnixSocket(false);
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  if (connect(fd, reinterpret_cast<struct sockaddr*>(&addr), sizeof addr) != 0) {
+    int e = errno;
+    if (e == EINTR) {
+      // The connection goes on in the background: wait for its outcome.
+      struct pollfd p = {fd, POLLOUT, 0};
+      socklen_t len = sizeof e;
+      if (RetryEintr([&] { return ::poll(&p, 1, -1); }) < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) != 0) e = errno;
+    }
+    if (e != 0) {
+      close(fd);
+      ThrowErrno(env, e, "connect", &path);
+    }
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// unixAccept(fd) -> fd | null: the next connection (a blocking socket), or null when none is
+// pending.
+Napi::Value UnixAccept(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int lfd = ArgInt32(info, 0, "fd");
+#ifdef __linux__
+  int fd = RetryEintr([&] { return accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC); });
+#else
+  int fd = RetryEintr([&] { return accept(lfd, nullptr, nullptr); });
+#endif
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED) return env.Null();
+    ThrowErrno(env, errno, "accept");
+  }
+#ifndef __linux__
+  // BSDs hand the listener's O_NONBLOCK down to the accepted socket.
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+#endif
+  return Napi::Number::New(env, fd);
+}
+
 }  // namespace
 
 void InitPoll(Napi::Env env, Napi::Object exports) {
   exports.Set("FdWatcher", FdWatcher::Define(env));
   exports.Set("poll", Napi::Function::New(env, Poll, "poll"));
+  exports.Set("unixListen", Napi::Function::New(env, UnixListen, "unixListen"));
+  exports.Set("unixConnect", Napi::Function::New(env, UnixConnect, "unixConnect"));
+  exports.Set("unixAccept", Napi::Function::New(env, UnixAccept, "unixAccept"));
 }
 
 }  // namespace mp
