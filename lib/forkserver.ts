@@ -16,7 +16,8 @@
  * Every user of the server holds the write end of the alive pipe: this process, its fork
  * children (by fork), and every child of the server (each request passes it along, as in
  * Python). When the last holder exits the server reads end-of-file, removes its socket and
- * dir, and exits.
+ * dir, and exits. (A server killed outright cannot: the next launch, by any program of the same
+ * user, sweeps such dirs.)
  *
  * One request (one connection per child; every number little-endian):
  *   S→C  "MPF1" + 32 random bytes A
@@ -25,11 +26,13 @@
  *        (or 0x00 and close: the client's answer was wrong; the client checks the server's
  *        answer in turn and closes with AuthenticationError on a mismatch: no fd and no byte of
  *        the request goes to a server that cannot prove it knows the key)
- *   C→S  u32 header length, header JSON {pid, daemon, cwd, nfds, defaultMethod}, u64 length, the preparation
- *        (lib/spawn.ts), with the preparation's fds and then our alive fd by SCM_RIGHTS
+ *   C→S  u32 header length, header JSON {pid, daemon, cwd, nfds, defaultMethod}, u64 length,
+ *        the preparation (lib/spawn.ts); the preparation's fds and then our alive fd travel
+ *        with the first byte (SCM_RIGHTS)
  *   S→C  i64 child pid (negative: the fork failed; u32 length + message follow)
  *   S→C  i32 exit status once the child has ended (code, or -signal); then the server closes.
- * The connection is the Popen's sentinel: it becomes readable exactly when the status is there.
+ * The connection is the Popen's sentinel: readable once the status is there and the server has
+ * closed its end (lib/popen-forkserver.ts).
  * @internal
  */
 import * as crypto from 'node:crypto';
@@ -149,9 +152,38 @@ function writeAll(fd: number, buf: Buffer): void {
   while (off < buf.length) off += fs.writeSync(fd, buf, off, buf.length - off);
 }
 
+const DIR_PREFIX = 'mp-forkserver-';
+
+/**
+ * Removes the socket dirs of servers that were killed outright (SIGKILL of the whole program
+ * leaves them behind): ours (same uid), older than a minute, with a socket nobody listens on.
+ */
+function sweepStale(parent: string): void {
+  let names: string[];
+  try { names = fs.readdirSync(parent).filter((n) => n.startsWith(DIR_PREFIX)); } catch { return; }
+  const uid = process.getuid ? process.getuid() : -1;
+  for (const name of names) {
+    const dir = path.join(parent, name);
+    try {
+      const st = fs.lstatSync(dir);
+      if (!st.isDirectory() || st.uid !== uid || Date.now() - st.mtimeMs < 60000) continue;
+      const sock = path.join(dir, 'sock');
+      if (!fs.lstatSync(sock).isSocket()) continue;
+      try {
+        native.close(fsNative.unixConnect(sock));
+        continue; // a live server
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ECONNREFUSED') continue;
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    } catch { /* gone meanwhile, or not ours to judge */ }
+  }
+}
+
 /** Starts a server and keeps what a client needs. */
 function launch(): void {
-  const dir = fs.mkdtempSync(path.join(socketDirParent(), 'mp-forkserver-'));
+  sweepStale(socketDirParent());
+  const dir = fs.mkdtempSync(path.join(socketDirParent(), DIR_PREFIX));
   const address = path.join(dir, 'sock');
   const authkey = crypto.randomBytes(32);
   let listenFd = -1;

@@ -180,6 +180,35 @@ describe('forkserver start method', () => {
     }
   });
 
+  test("launching a server sweeps the socket dirs of killed servers (a minute old, nobody listening), and only those", async () => {
+    const listenIn = (dir: string) => {
+      const child = spawn(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(path.join(dir, 'sock'))}, () => console.log('up'))`],
+        { stdio: ['ignore', 'pipe', 'inherit'] });
+      return new Promise<typeof child>((resolve) => child.stdout.once('data', () => resolve(child)));
+    };
+    const dead = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-forkserver-'));
+    const live = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-forkserver-'));
+    const young = fs.mkdtempSync(path.join(os.tmpdir(), 'mp-forkserver-'));
+    const killed = await listenIn(dead);
+    killed.kill('SIGKILL'); // leaves its socket file behind, like a server killed outright
+    await new Promise((r) => killed.once('exit', r));
+    const killedYoung = await listenIn(young);
+    killedYoung.kill('SIGKILL');
+    await new Promise((r) => killedYoung.once('exit', r));
+    const listener = await listenIn(live);
+    try {
+      const old = new Date(Date.now() - 120000);
+      for (const d of [dead, live]) fs.utimesSync(d, old, old);
+      await runFixture('fs-program.js', ['info']);
+      expect(fs.existsSync(dead)).toBe(false);
+      expect(fs.existsSync(live)).toBe(true);
+      expect(fs.existsSync(young)).toBe(true);
+    } finally {
+      listener.kill('SIGKILL');
+      for (const d of [dead, live, young]) fs.rmSync(d, { recursive: true, force: true });
+    }
+  });
+
   test('a daemon is terminated when the program that started it exits normally', async () => {
     const file = tmpFile('daemon.pid');
     try {
