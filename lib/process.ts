@@ -410,11 +410,16 @@ class MainProcess extends Process {
 /** The parent as seen from a child: pid and name, and whether it is alive. */
 class ParentProcess extends Process {
   readonly #pid: number;
+  readonly #pidfd: number;
   constructor(pid: number, name: string) {
     super();
     this._name = name;
     this.#pid = pid;
     this._parentPid = 0;
+    // A pidfd works for any process, also when our parent (by the kernel) is a forkserver.
+    let fd = -1;
+    try { fd = native.pidfdOpen(pid); } catch { /* already gone, or no pidfds */ }
+    this.#pidfd = fd;
   }
   override get pid(): number {
     return this.#pid;
@@ -423,12 +428,16 @@ class ParentProcess extends Process {
     return this.#pid;
   }
   override isAlive(): boolean {
+    if (this.#pidfd >= 0) return (native.poll([this.#pidfd], [1], 0)[0] & 1) === 0;
     try {
       native.kill(this.#pid, 0);
-      return native.getppid() === this.#pid;
+      return true;
     } catch {
       return false;
     }
+  }
+  override get sentinel(): number {
+    return this.#pidfd;
   }
   override get exitCode(): number | null {
     return null;

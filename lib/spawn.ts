@@ -164,7 +164,8 @@ async function resolveRef(ref: NamedRef): Promise<any> {
 export async function runPrepared(data: Buffer, fds: number[]): Promise<never> {
   const prep = loads(data, fds) as Preparation;
   // A daemon dies with its parent, even when the parent is killed outright.
-  if (prep.daemon) native.setPdeathsig(15, prep.parentPid);
+  // (Under forkserver our parent is the server: the server ends daemons when their program goes.)
+  if (prep.daemon && prep.startMethod !== 'forkserver') native.setPdeathsig(15, prep.parentPid);
   if (prep.trackerFd !== null) tracker.attach(prep.trackerFd);
   const cls: typeof Process = prep.processClass ? await resolveRef(prep.processClass) : Process;
   const target = prep.target ? await resolveRef(prep.target) : null;
