@@ -6,7 +6,7 @@
  * start method; the plain `Process` uses the default context's method at start() time.
  * @module
  */
-import { RuntimeError, validateOneOf, validateString } from './errors';
+import { RuntimeError, validateInstance, validateOneOf, validateString } from './errors';
 import {
   Process, activeChildren, cpuCount, currentProcess, parentProcess, registerPopen, setDefaultMethodResolver,
 } from './process';
@@ -49,9 +49,9 @@ export class BaseContext {
   activeChildren(): Process[] { return activeChildren(); }
   cpuCount(): number { return cpuCount(); }
 
-  /** The context for `method`, or the default context's current one. */
+  /** The context for `method`; without one, this context. */
   getContext(method?: StartMethod | null): Context {
-    if (method === undefined || method === null) return defaultContext.getContext();
+    if (method === undefined || method === null) return this as unknown as Context;
     return concreteContext(validateOneOf(method, 'method', ALL_METHODS));
   }
 
@@ -60,7 +60,7 @@ export class BaseContext {
   }
 
   setStartMethod(method: StartMethod | null, opts?: { force?: boolean }): void {
-    defaultContext.setStartMethod(method, opts);
+    throw new RuntimeError('cannot set start method of concrete context');
   }
 
   getAllStartMethods(): StartMethod[] {
@@ -74,7 +74,7 @@ export class BaseContext {
 
   /** Modules (paths, file: URLs or package names) the forkserver imports before forking. */
   setForkserverPreload(modules: string[]): void {
-    if (!Array.isArray(modules)) validateString(modules, 'modules');
+    if (!Array.isArray(modules)) validateInstance(modules, 'modules', 'an array of module names');
     modules.forEach((m, i) => validateString(m, `modules[${i}]`));
     startSettings.forkserverPreload = [...modules];
   }

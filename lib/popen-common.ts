@@ -11,6 +11,12 @@ export function exitCodeOf(st: WaitStatus): number {
   return st.signal !== null ? -st.signal : (st.exitCode ?? 0);
 }
 
+// A ChildWatch nobody closed releases its sentinel when it is garbage-collected (the watcher
+// keeps it alive while the child runs), as Python's Popen finalizer does.
+const sentinels = new FinalizationRegistry<number>((fd) => {
+  try { native.close(fd); } catch { /* already closed */ }
+});
+
 /**
  * Watches child `pid` through a pidfd: the sentinel is the pidfd, the child is reaped as soon as
  * it ends (no zombie, even if nobody joins it), and while it runs the watcher keeps the event
@@ -31,6 +37,7 @@ export class ChildWatch {
     w.start(1);
     if (!keepAlive) w.unref();
     this.#watcher = w;
+    if (sentinel === undefined) sentinels.register(this, this.sentinel, this);
   }
 
   /** Reaps the child if it has ended; returns its exit code or null. */
@@ -98,6 +105,7 @@ export class ChildWatch {
     this.#closed = true;
     this.#watcher?.close();
     this.#watcher = null;
+    sentinels.unregister(this);
     try { native.close(this.sentinel); } catch { /* already closed */ }
   }
 }

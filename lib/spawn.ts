@@ -12,6 +12,7 @@ import { Process, setBootstrapping } from './process';
 import { native } from './native';
 import type { StartMethod } from './process';
 import { dumps, loads } from './reduction';
+import { defaultContext } from './context';
 import * as tracker from './resource-tracker';
 
 /** A function or class located by name in a module. */
@@ -34,6 +35,7 @@ export interface Preparation {
   parentName: string;
   own: Record<string, unknown>; // a subclass's own fields
   trackerFd: number | null; // index into the fds sent along
+  defaultMethod: StartMethod | null; // the parent's default start method (Python's start_method)
   cwd: string;
 }
 
@@ -126,6 +128,7 @@ export function prepare(proc: Process, method: StartMethod): { data: Buffer; fds
     own,
     trackerFd: trackerFd === null ? null : { [Symbol.for('multiproc.reduce')]: (ctx: { addFd(fd: number): number }) => ({ type: 'multiproc.fd', state: ctx.addFd(trackerFd) }) },
     cwd: process.cwd(),
+    defaultMethod: defaultContext.getStartMethod({ allowNone: true }),
   };
   return dumps(prep, method);
 }
@@ -167,6 +170,7 @@ export async function runPrepared(data: Buffer, fds: number[]): Promise<never> {
   // (Under forkserver our parent is the server: the server ends daemons when their program goes.)
   if (prep.daemon && prep.startMethod !== 'forkserver') native.setPdeathsig(15, prep.parentPid);
   if (prep.trackerFd !== null) tracker.attach(prep.trackerFd);
+  if (prep.defaultMethod) defaultContext.setStartMethod(prep.defaultMethod, { force: true });
   const cls: typeof Process = prep.processClass ? await resolveRef(prep.processClass) : Process;
   const target = prep.target ? await resolveRef(prep.target) : null;
   const proc = Object.create(cls.prototype) as Process;

@@ -316,6 +316,8 @@ void OnEntryIdle(uv_idle_t* idle) {
     Napi::AsyncContext ctx(env, "multiproc:child");
     fn.MakeCallback(env.Global(), {}, ctx);
   } catch (const Napi::Error& e) {
+    // A grandchild forked from inside the entry unwinds through here: not an error.
+    if (InUnwind()) return;
     // The entry reports its own errors; anything escaping it ends the child.
     fprintf(stderr, "multiproc: child bootstrap failed: %s\n", e.Message().c_str());
     fflush(nullptr);

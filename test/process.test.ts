@@ -169,8 +169,6 @@ describe.each(METHODS)('Process under the %s start method', (method) => {
   const t = available ? test : test.skip;
   /** Only where the behaviour truly differs between start methods (the reason is in the name). */
   const tIf = (cond: boolean): typeof test => (available && cond ? test : test.skip);
-  /** For a known library bug under `methods` (each use says which): `test.failing` there. */
-  const tBug = (methods: StartMethod[]): typeof test.failing => (!available ? test.skip : methods.includes(method) ? test.failing : test);
   const className = CLASS_NAMES[method];
   const started: AnyProcess[] = [];
 
@@ -437,12 +435,7 @@ describe.each(METHODS)('Process under the %s start method', (method) => {
       expect(grand.parentPid).toBe(p.pid);
     });
 
-    // LIBRARY BUG (reported), fork only: a fork child whose target calls start() before its
-    // first await (still inside the call the child's entry made) gets a grandchild that dies at
-    // once: native OnEntryIdle catches the grandchild's stack-unwinding termination as an error,
-    // prints "multiproc: child bootstrap failed:" and _exit(1)s. After an await it works (the
-    // test above). Remove `.failing` when fixed.
-    tBug(['fork'])('a target can start a child before its first await', async () => {
+    t('a target can start a child before its first await', async () => {
       const file = tmpFile('nested-sync');
       const p = make(targets.startGrandchild, [file, method, 'sync']);
       p.start();
@@ -680,12 +673,7 @@ describe.each(METHODS)('Process under the %s start method', (method) => {
       expect(out.rssGrowthMB).toBeLessThan(50);
     }, 1800000);
 
-    // LIBRARY BUG (reported), fork and spawn: a Process that was joined but never close()d keeps
-    // its sentinel (a pidfd, lib/popen-common.ts ChildWatch) open for ever: nothing closes it
-    // when the object is collected. Python closes it in the Popen's finalizer, so
-    // `p.start(); p.join()` in a loop does not leak there (nor does forkserver here). Remove
-    // `.failing` when the fd is released from a FinalizationRegistry.
-    tBug(['fork', 'spawn'])('processes joined but never closed release their sentinel fds once garbage-collected', async () => {
+    t('processes joined but never closed release their sentinel fds once garbage-collected', async () => {
       const r = await runFixture('proc-gc-sentinel.js', [method, '100'], { nodeArgs: ['--expose-gc'] });
       const out = lastJson<{ fdGrowth: number; exitCodes: number[] }>(r);
       expect(out.exitCodes).toEqual([0]);
@@ -705,10 +693,7 @@ describe.each(METHODS)('Process under the %s start method', (method) => {
       expect(out.child.parentMemory).toBe(method === 'fork');
     });
 
-    // LIBRARY BUG (reported), spawn: the spawned child's getStartMethod() is unset (null) where
-    // Python's spawn passes the parent's start method in the preparation data and the child sets
-    // it. Remove `.failing` when lib/spawn.ts does the same.
-    tBug(['spawn'])("the child's start method is the one its parent set", async () => {
+    t("the child's start method is the one its parent set", async () => {
       const dir = fs.mkdtempSync(path.join(tmp, 'default-method-'));
       const r = await runFixture('proc-start-method.js', ['default-method', method, dir]);
       const out = lastJson<{ exitCode: number; child: SelfReport }>(r);
@@ -871,18 +856,12 @@ describe('start methods and contexts', () => {
     expect(caughtSync(() => mp.getContext(5 as never)).name).toBe('TypeError');
   });
 
-  // LIBRARY BUG (reported): a concrete context hands getContext() on to the default context.
-  // In Python `get_context('spawn').get_context()` is that same spawn context. Remove
-  // `.failing` when lib/context.ts (BaseContext/Context.getContext) does the same.
-  test.failing("a concrete context's getContext() is that context itself", () => {
+  test("a concrete context's getContext() is that context itself", () => {
     const ctx = mp.getContext('spawn');
     expect(ctx.getContext()).toBe(ctx);
   });
 
-  // LIBRARY BUG (reported): setStartMethod() on a concrete context changes the program's default
-  // start method. Python raises instead ("cannot set start method of concrete context").
-  // Remove `.failing` when lib/context.ts's Context refuses it.
-  test.failing("setStartMethod() on a concrete context throws and leaves the program's default alone", async () => {
+  test("setStartMethod() on a concrete context throws and leaves the program's default alone", async () => {
     const out = await scenario('concrete');
     expect(out.set.ok).toBe(false);
     expect(out.defaultAfter).toBeNull();
@@ -902,11 +881,7 @@ describe('start methods and contexts', () => {
     expect(() => mp.setForkserverPreload([])).not.toThrow();
   });
 
-  // LIBRARY BUG (reported): lib/context.ts checks a non-array with validateString(), which lets a
-  // string through, so setForkserverPreload('x') fails later with "modules.forEach is not a
-  // function" instead of the standard message. Remove `.failing` when it says
-  // 'Expected an array for "modules" ...'.
-  test.failing('setForkserverPreload() with a string (not an array) throws TypeError naming "modules"', () => {
+  test('setForkserverPreload() with a string (not an array) throws TypeError naming "modules"', () => {
     const err = caughtSync(() => mp.setForkserverPreload('x' as never));
     expect(err.name).toBe('TypeError');
     expect(err.message).toContain('"modules"');
