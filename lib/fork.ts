@@ -27,6 +27,7 @@ interface ForkGlobalState {
 const STATE_KEY = Symbol.for('multiproc.fork.state');
 const kGeneration = Symbol.for('multiproc.fork.generation');
 const kValue = Symbol.for('multiproc.fork.value');
+const kUncached = Symbol.for('multiproc.fork.uncachedRandomUUID');
 
 // The gates live on Node's own Timeout/Immediate prototypes, which every copy of the library
 // (and every jest sandbox) shares: so does the state, kept on the Timeout prototype.
@@ -109,6 +110,30 @@ export function installGates(): void {
   };
   Object.defineProperty(gated, kGated, { value: true });
   process.nextTick = gated as typeof process.nextTick;
+  gateRandomUUID();
+}
+
+/**
+ * randomUUID() serves from a cached batch of random bytes, which a forked child would share with
+ * its parent: in a forked child it asks for fresh bytes each time. Installed once, at load (so
+ * that `import { randomUUID } from 'node:crypto'` sees it too): nothing changes in the parent.
+ */
+function gateRandomUUID(): void {
+  // (The module object itself: TypeScript's `import *` namespace is read-only.)
+  const cryptoModule = require('node:crypto') as typeof crypto;
+  if ((cryptoModule.randomUUID as unknown as Record<symbol, unknown>)[kUncached]) return;
+  const original = cryptoModule.randomUUID;
+  const gatedUUID = function randomUUID(options?: { disableEntropyCache?: boolean }): string {
+    return state.generation === 0 ? original(options) : original({ ...options, disableEntropyCache: true });
+  } as typeof crypto.randomUUID;
+  Object.defineProperty(gatedUUID, kUncached, { value: true });
+  (cryptoModule as { randomUUID: typeof crypto.randomUUID }).randomUUID = gatedUUID;
+  (require('node:module') as { syncBuiltinESMExports(): void }).syncBuiltinESMExports();
+  // Web Crypto's randomUUID draws from the same cache.
+  const web = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (web && typeof web.randomUUID === 'function') {
+    Object.defineProperty(web, 'randomUUID', { value: () => gatedUUID(), configurable: true, writable: true });
+  }
 }
 
 /** True in a process created by fork() (at any depth). */
@@ -122,7 +147,12 @@ export function registerAfterFork(fn: () => void): void {
 
 // xorshift128+: the generator behind V8's Math.random, reseeded from the OS in each child.
 function reseededRandom(): () => number {
-  const seed = crypto.randomBytes(16);
+  let seed: Buffer;
+  try {
+    seed = native.getrandom(16);
+  } catch {
+    seed = crypto.randomBytes(16);
+  }
   let s0 = seed.readBigUInt64LE(0) | 1n;
   let s1 = seed.readBigUInt64LE(8) | 2n;
   const mask = (1n << 64n) - 1n;
@@ -155,9 +185,6 @@ function repairChild(bumpGeneration: boolean): void {
   Object.defineProperty(process, 'pid', { get: native.getpid, enumerable: true, configurable: true });
   Object.defineProperty(process, 'ppid', { get: native.getppid, enumerable: true, configurable: true });
   Math.random = reseededRandom();
-  // randomUUID() serves from a cached batch of 128 random values: walking past the batch's end
-  // makes it refill from the OS (fork-safe) before any UUID is handed out here.
-  for (let i = 0; i < 128; i++) crypto.randomUUID();
   // The exit code for a natural end (the cleanup hook calls _exit with it).
   process.on('exit', (code) => native.setExitCode(typeof process.exitCode === 'number' ? process.exitCode : code));
   for (const fn of afterForkHooks) fn();

@@ -69,6 +69,8 @@ export interface NativeBinding {
   _exit(code: number): never;
   kill(pid: number, signal: number): void;
   getpid(): number;
+  /** n (<= 256) bytes from the kernel's CSPRNG. */
+  getrandom(n: number): Buffer;
   /** prctl(PR_SET_PDEATHSIG): `signal` when the parent dies; raised now if it already has. */
   setPdeathsig(signal: number, parentPid: number): void;
   getppid(): number;

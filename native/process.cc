@@ -609,6 +609,29 @@ Napi::Value SetPdeathsig(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// getrandom(n): n bytes from the kernel's CSPRNG (cheap in a fresh child, unlike OpenSSL, which
+// reseeds itself after a fork on first use).
+Napi::Value GetRandom(const Napi::CallbackInfo& info) {
+  int32_t n = ArgInt32(info, 0, "size");
+  if (n < 0 || n > 256) ThrowRange(info.Env(), "Expected an integer between 0 and 256 for \"size\"");
+  Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(info.Env(), static_cast<size_t>(n));
+  size_t got = 0;
+  while (got < static_cast<size_t>(n)) {
+#ifdef SYS_getrandom
+    ssize_t r = syscall(SYS_getrandom, buf.Data() + got, static_cast<size_t>(n) - got, 0);
+#else
+    ssize_t r = -1;
+    errno = ENOSYS;
+#endif
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      ThrowErrno(info.Env(), errno, "getrandom");
+    }
+    got += static_cast<size_t>(r);
+  }
+  return buf;
+}
+
 Napi::Value GetPid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getpid()); }
 Napi::Value GetPpid(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), getppid()); }
 
@@ -736,6 +759,7 @@ void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("_exit", Napi::Function::New(env, Exit, "_exit"));
   exports.Set("kill", Napi::Function::New(env, Kill, "kill"));
   exports.Set("setPdeathsig", Napi::Function::New(env, SetPdeathsig, "setPdeathsig"));
+  exports.Set("getrandom", Napi::Function::New(env, GetRandom, "getrandom"));
   exports.Set("getpid", Napi::Function::New(env, GetPid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, GetPpid, "getppid"));
   exports.Set("pidfdOpen", Napi::Function::New(env, PidfdOpen, "pidfdOpen"));
