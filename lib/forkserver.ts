@@ -44,6 +44,7 @@ import { AuthenticationError, ProcessError } from './errors';
 import { defaultContext, startSettings } from './context';
 import type { StartMethod } from './process';
 import { childExecArgv } from './popen-spawn';
+import { childEnv, openOr } from './popen-common';
 import * as tracker from './resource-tracker';
 
 /** The native helpers only the forkserver uses (native/poll.cc). */
@@ -120,26 +121,6 @@ const state: ForkserverState = ((globalThis as Record<symbol, unknown>)[STATE_KE
     address: null, dir: null, authkey: null, aliveFd: null, pid: null, owner: null,
   } as ForkserverState);
 
-/** Environment variables that would make the server's `node` something other than a server. */
-const DROPPED_ENV = ['NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID'];
-
-function serverEnv(): string[] {
-  const out: string[] = [];
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !DROPPED_ENV.includes(k)) out.push(`${k}=${v}`);
-  }
-  return out;
-}
-
-/** `fd` if it is open, else `fallback`. */
-function openOr(fd: number, fallback: number): number {
-  try {
-    fs.fstatSync(fd);
-    return fd;
-  } catch {
-    return fallback;
-  }
-}
 
 /** The longest socket path bind() takes is 107 bytes: fall back to /tmp for a long TMPDIR. */
 function socketDirParent(): string {
@@ -203,7 +184,7 @@ function launch(): void {
     const trackerFd = tracker.getFd();
     const exe = startSettings.executable;
     const fdMap = [devnull, openOr(1, devnull), openOr(2, devnull), aliveR, cfgChild, listenFd, trackerFd ?? -1];
-    pid = native.spawn(exe, [exe, ...childExecArgv(), forkserverMainPath], serverEnv(), fdMap);
+    pid = native.spawn(exe, [exe, ...childExecArgv(), forkserverMainPath], childEnv(), fdMap);
     native.close(cfgChild);
     cfgChild = -1;
     const config: ServerConfig = {

@@ -2,9 +2,32 @@
  * What the launchers share: watching a child of ours until it ends, without blocking the loop.
  * @internal
  */
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { native } from './native';
 import type { NativeFdWatcher, WaitStatus } from './native';
+
+/** Variables that would make a fresh `node` something it must not be (a child_process IPC peer). */
+const IPC_ENV = ['NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID'];
+
+/** This process's environment for a fresh `node` we start, as posix_spawn wants it. */
+export function childEnv(alsoDrop: string[] = []): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(process.env)) {
+    if (v !== undefined && !IPC_ENV.includes(k) && !alsoDrop.includes(k)) out.push(`${k}=${v}`);
+  }
+  return out;
+}
+
+/** `fd` if it is open, else `fallback` (a closed stdout/stderr must not make a spawn fail). */
+export function openOr(fd: number, fallback: number): number {
+  try {
+    fs.fstatSync(fd);
+    return fd;
+  } catch {
+    return fallback;
+  }
+}
 
 /** Python's convention: the exit status, or -signal for a child killed by a signal. */
 export function exitCodeOf(st: WaitStatus): number {

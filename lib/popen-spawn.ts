@@ -6,7 +6,7 @@
 import { native } from './native';
 import type { Popen, Process, StartMethod } from './process';
 import { registerPopen } from './process';
-import { ChildWatch } from './popen-common';
+import { ChildWatch, childEnv } from './popen-common';
 import { prepare, spawnMainPath } from './spawn';
 import { startSettings } from './context';
 
@@ -67,8 +67,7 @@ export class PopenSpawn implements Popen {
     let pid: number;
     try {
       const exe = startSettings.executable;
-      const env = Object.entries(process.env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`);
-      pid = native.spawn(exe, [exe, ...childExecArgv(), spawnMainPath], env, [0, 1, 2, childEnd]);
+      pid = native.spawn(exe, [exe, ...childExecArgv(), spawnMainPath], childEnv(), [0, 1, 2, childEnd]);
     } catch (e) {
       native.close(parentEnd);
       throw e;

@@ -22,6 +22,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native, packageRoot } from './native';
 import { argMessage, systemError, validateInteger, validateOneOf, validateString } from './errors';
+import { childEnv, openOr } from './popen-common';
 
 export type ResourceType = 'semaphore' | 'shared_memory';
 
@@ -35,7 +36,6 @@ export const RESOURCE_TYPES: readonly ResourceType[] = ['semaphore', 'shared_mem
 const MAX_MESSAGE = 512;
 
 /** Environment variables that would make the tracker's `node` something other than a tracker. */
-const DROPPED_ENV = ['NODE_OPTIONS', 'NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID'];
 
 const RELAUNCH_WARNING = 'resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.';
 
@@ -58,23 +58,6 @@ function trackerScript(): string {
   return path.join(packageRoot, 'dist', 'resource-tracker-main.js');
 }
 
-function trackerEnv(): string[] {
-  const out: string[] = [];
-  for (const [k, v] of Object.entries(process.env)) {
-    if (v !== undefined && !DROPPED_ENV.includes(k)) out.push(`${k}=${v}`);
-  }
-  return out;
-}
-
-/** `fd` if it is open, else `fallback` (a closed stdout/stderr must not make the spawn fail). */
-function openOr(fd: number, fallback: number): number {
-  try {
-    fs.fstatSync(fd);
-    return fd;
-  } catch {
-    return fallback;
-  }
-}
 
 /**
  * Reaps the tracker when it ends while this process lives, so that it never stays a zombie of
@@ -122,7 +105,7 @@ function launch(): void {
     devnull = fs.openSync('/dev/null', 'r');
     const argv = [process.execPath, script];
     const fdMap = [devnull, openOr(1, devnull), openOr(2, devnull), r];
-    const pid = native.spawn(process.execPath, argv, trackerEnv(), fdMap);
+    const pid = native.spawn(process.execPath, argv, childEnv(['NODE_OPTIONS']), fdMap);
     state.fd = w;
     state.pid = pid;
     state.owner = native.getpid();

@@ -9,27 +9,8 @@ import os
 import sys
 import time
 
+from process import start_join as process_start_join
 
-def noop():
-    pass
-
-
-def process_start_join(ctx, n, warmup):
-    """Process(target=noop).start() + join() with the given context, n timed runs."""
-    for _ in range(warmup):
-        p = ctx.Process(target=noop)
-        p.start()
-        p.join()
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        p = ctx.Process(target=noop)
-        p.start()
-        p.join()
-        samples.append((time.perf_counter() - t0) * 1e3)
-        if p.exitcode != 0:
-            raise SystemExit(f"child exited with {p.exitcode}")
-    return samples
 
 
 def raw_fork(n, warmup):
