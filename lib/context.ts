@@ -11,7 +11,7 @@ import {
   Process, activeChildren, cpuCount, currentProcess, parentProcess, registerPopen, setDefaultMethodResolver,
 } from './process';
 import type { StartMethod } from './process';
-import { PopenFork } from './popen-fork';
+import { popenFork } from './popen-fork';
 
 export type { StartMethod } from './process';
 
@@ -25,7 +25,7 @@ export const startSettings = {
   forkserverPreload: [] as string[],
 };
 
-registerPopen('fork', (p) => new PopenFork(p));
+registerPopen('fork', popenFork);
 // spawn and forkserver register themselves when their modules load (lib/index.ts loads them).
 
 /** The Process class bound to one start method. */

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { native } from './native';
 import type { NativeFdWatcher, WaitStatus } from './native';
+import type { Popen } from './process';
 
 /** Variables that would make a fresh `node` something it must not be (a child_process IPC peer). */
 const IPC_ENV = ['NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID'];
@@ -45,7 +46,7 @@ const sentinels = new FinalizationRegistry<number>((fd) => {
  * it ends (no zombie, even if nobody joins it), and while it runs the watcher keeps the event
  * loop alive when `keepAlive` (a non-daemon child keeps its parent running, as in Python).
  */
-export class ChildWatch {
+export class ChildWatch implements Popen {
   readonly pid: number;
   readonly sentinel: number;
   returncode: number | null = null;

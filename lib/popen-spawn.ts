@@ -57,39 +57,26 @@ function readExactly(fd: number, into: Buffer): void {
   }
 }
 
-export class PopenSpawn implements Popen {
-  readonly pid: number;
-  readonly #watch: ChildWatch;
-
-  constructor(proc: Process, method: StartMethod = 'spawn') {
-    const { data, fds } = prepare(proc, method);
-    const [parentEnd, childEnd] = native.socketpair();
-    let pid: number;
-    try {
-      const exe = startSettings.executable;
-      pid = native.spawn(exe, [exe, ...childExecArgv(), spawnMainPath], childEnv(), [0, 1, 2, childEnd]);
-    } catch (e) {
-      native.close(parentEnd);
-      throw e;
-    } finally {
-      native.close(childEnd);
-    }
-    try {
-      sendPreparation(parentEnd, data, fds);
-    } finally {
-      native.close(parentEnd);
-    }
-    this.pid = pid;
-    this.#watch = new ChildWatch(pid, !proc.daemon);
+/** Starts a fresh node that rebuilds and runs `proc`; the ChildWatch over its pid is the Popen. */
+export function popenSpawn(proc: Process, method: StartMethod = 'spawn'): Popen {
+  const { data, fds } = prepare(proc, method);
+  const [parentEnd, childEnd] = native.socketpair();
+  let pid: number;
+  try {
+    const exe = startSettings.executable;
+    pid = native.spawn(exe, [exe, ...childExecArgv(), spawnMainPath], childEnv(), [0, 1, 2, childEnd]);
+  } catch (e) {
+    native.close(parentEnd);
+    throw e;
+  } finally {
+    native.close(childEnd);
   }
-
-  get sentinel(): number { return this.#watch.sentinel; }
-  get returncode(): number | null { return this.#watch.returncode; }
-  poll(): number | null { return this.#watch.poll(); }
-  wait(timeout?: number): Promise<number | null> { return this.#watch.wait(timeout); }
-  waitSync(timeout?: number): number | null { return this.#watch.waitSync(timeout); }
-  signal(sig: 'SIGTERM' | 'SIGKILL' | number): void { this.#watch.signal(sig); }
-  close(): void { this.#watch.close(); }
+  try {
+    sendPreparation(parentEnd, data, fds);
+  } finally {
+    native.close(parentEnd);
+  }
+  return new ChildWatch(pid, !proc.daemon);
 }
 
-registerPopen('spawn', (p) => new PopenSpawn(p));
+registerPopen('spawn', (p) => popenSpawn(p));
