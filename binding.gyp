@@ -12,7 +12,8 @@
         "native/semaphore.cc",
         "native/shm.cc",
         "native/fdpass.cc",
-        "native/futex.cc"
+        "native/futex.cc",
+        "native/socket.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

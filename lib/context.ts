@@ -12,6 +12,8 @@ import {
 } from './process';
 import type { StartMethod } from './process';
 import { popenFork } from './popen-fork';
+import type { Connection } from './connection';
+import type { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SemLock } from './synchronize';
 
 export type { StartMethod } from './process';
 
@@ -78,6 +80,41 @@ export class BaseContext {
     modules.forEach((m, i) => validateString(m, `modules[${i}]`));
     startSettings.forkserverPreload = [...modules];
   }
+}
+
+/**
+ * The factories of a context, as on Python's context objects: `ctx.Lock()`, `ctx.Queue(10)`...
+ * Each creates the object bound to the context's start method; each may be called with or
+ * without `new`. The modules that define the classes register them with defineFactory().
+ */
+export interface BaseContext {
+  Pipe(duplex?: boolean): [Connection, Connection];
+  Lock(): Lock;
+  RLock(): RLock;
+  Semaphore(value?: number): Semaphore;
+  BoundedSemaphore(value?: number): BoundedSemaphore;
+  Condition(lock?: Lock | RLock | SemLock | null): Condition;
+  Event(): Event;
+  Barrier(parties: number, action?: (() => unknown) | null, timeout?: number | null): Barrier;
+}
+
+/**
+ * Installs `ctx.<name>(...args)` on every context as `make(ctx, ...args)`. The function is
+ * created once per context, keeps its name, and works with or without `new`.
+ * @internal
+ */
+export function defineFactory(name: string, make: (ctx: BaseContext, ...args: any[]) => unknown): void {
+  Object.defineProperty(BaseContext.prototype, name, {
+    configurable: true,
+    enumerable: false,
+    get(this: BaseContext) {
+      const ctx = this;
+      // A function expression (not a method or arrow) so that `new ctx.Lock()` works too.
+      const factory = { [name]: function (...args: unknown[]) { return make(ctx, ...args); } }[name];
+      Object.defineProperty(ctx, name, { value: factory, configurable: true, writable: true });
+      return factory;
+    },
+  });
 }
 
 /** A context bound to one start method. */

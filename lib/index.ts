@@ -22,6 +22,15 @@ export * from './errors';
 export { Process, ProcessStateError, currentProcess, parentProcess, activeChildren, cpuCount } from './process';
 export type { ProcessOptions, StartMethod } from './process';
 export { BaseContext, Context, DefaultContext } from './context';
+export {
+  Connection, Pipe, Listener, Client, wait, waitSync, sendHandle, sendHandleSync, recvHandle, recvHandleSync,
+  deliverChallenge, answerChallenge,
+} from './connection';
+export type { Address, ClientOptions, ConnectionOptions, ListenerOptions, Waitable } from './connection';
+export {
+  Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier, SemLock, SEM_VALUE_MAX,
+} from './synchronize';
+export type { AcquireOptions, SyncOptions } from './synchronize';
 
 /** The context for `method`, or the default one (which then fixes the start method). */
 export function getContext(method?: StartMethod | null) {

@@ -6,6 +6,7 @@
  * @module
  */
 import * as v8 from 'node:v8';
+import { types } from 'node:util';
 
 /** Implemented by classes whose instances can be sent to another process. */
 export interface Reducible {
@@ -43,9 +44,12 @@ export function registerReducer(type: string, rebuild: Rebuilder): void {
 
 const MARK = '\u0000multiproc.reduced';
 
+// Realm-neutral: an object from another realm (a vm context, jest's sandbox) has that realm's
+// Object.prototype, whose own prototype is null.
 function isPlainContainer(v: object): boolean {
+  if (Array.isArray(v)) return true;
   const proto = Object.getPrototypeOf(v);
-  return proto === Object.prototype || proto === null || Array.isArray(v);
+  return proto === null || Object.getPrototypeOf(proto) === null && Object.prototype.hasOwnProperty.call(proto, 'hasOwnProperty');
 }
 
 /**
@@ -68,16 +72,16 @@ function reduceValue(value: unknown, ctx: ReduceContext, seen: Map<object, unkno
     seen.set(value, marker);
     return marker;
   }
-  if (value instanceof Map) {
+  if (types.isMap(value)) {
     const out = new Map();
     seen.set(value, out);
-    for (const [k, v] of value) out.set(reduceValue(k, ctx, seen), reduceValue(v, ctx, seen));
+    for (const [k, v] of value as Map<unknown, unknown>) out.set(reduceValue(k, ctx, seen), reduceValue(v, ctx, seen));
     return out;
   }
-  if (value instanceof Set) {
+  if (types.isSet(value)) {
     const out = new Set();
     seen.set(value, out);
-    for (const v of value) out.add(reduceValue(v, ctx, seen));
+    for (const v of value as Set<unknown>) out.add(reduceValue(v, ctx, seen));
     return out;
   }
   if (isPlainContainer(value)) {
@@ -100,18 +104,20 @@ function rebuildValue(value: unknown, fds: number[], seen: Map<object, unknown>)
     seen.set(value, obj);
     return obj;
   }
-  if (value instanceof Map) {
-    const entries = [...value];
-    value.clear();
+  if (types.isMap(value)) {
+    const map = value as Map<unknown, unknown>;
+    const entries = [...map];
+    map.clear();
     seen.set(value, value);
-    for (const [k, v] of entries) value.set(rebuildValue(k, fds, seen), rebuildValue(v, fds, seen));
+    for (const [k, v] of entries) map.set(rebuildValue(k, fds, seen), rebuildValue(v, fds, seen));
     return value;
   }
-  if (value instanceof Set) {
-    const items = [...value];
-    value.clear();
+  if (types.isSet(value)) {
+    const set = value as Set<unknown>;
+    const items = [...set];
+    set.clear();
     seen.set(value, value);
-    for (const v of items) value.add(rebuildValue(v, fds, seen));
+    for (const v of items) set.add(rebuildValue(v, fds, seen));
     return value;
   }
   if (isPlainContainer(value)) {

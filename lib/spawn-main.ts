@@ -6,6 +6,8 @@
  */
 import * as fs from 'node:fs';
 import { native } from './native';
+// Every class that can be sent to a child registers how it is rebuilt when its module loads.
+import './index';
 import { readPreparation } from './popen-spawn';
 import { runPrepared } from './spawn';
 

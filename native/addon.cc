@@ -10,6 +10,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mp::InitShm(env, exports);
   mp::InitFdpass(env, exports);
   mp::InitFutex(env, exports);
+  mp::InitSocket(env, exports);
   return exports;
 }
 

@@ -10,6 +10,7 @@ void InitSemaphore(Napi::Env env, Napi::Object exports);  // semaphore.cc: Named
 void InitShm(Napi::Env env, Napi::Object exports);        // shm.cc: shm_open, mmap
 void InitFdpass(Napi::Env env, Napi::Object exports);     // fdpass.cc: socketpair, SCM_RIGHTS
 void InitFutex(Napi::Env env, Napi::Object exports);      // futex.cc: futex wait/wake on shared memory
+void InitSocket(Napi::Env env, Napi::Object exports);     // socket.cc: raw fd I/O and sockets for connections
 // True in an isolated fork child between unwindStack() and the child's entry: a callback that
 // sees an exception then is seeing the parent's discarded stack, not an error to report.
 bool InUnwind();
