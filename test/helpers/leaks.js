@@ -34,6 +34,29 @@ function leftoverProcesses(marker, rootPid) {
   return out;
 }
 
+/**
+ * /dev/shm names (as readdir gives them) that a live process not carrying `marker` in its
+ * environment has open or mapped.
+ */
+function heldByOthers(marker) {
+  const held = new Set();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+    const env = readProc(d, 'environ');
+    if (env === null || env.includes(`MULTIPROC_TEST_RUN=${marker}`)) continue;
+    const maps = readProc(d, 'maps') || '';
+    for (const m of maps.matchAll(/\/dev\/shm\/(\S+)/g)) held.add(m[1]);
+    let fds = [];
+    try { fds = fs.readdirSync(`/proc/${d}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      let target;
+      try { target = fs.readlinkSync(`/proc/${d}/fd/${fd}`); } catch { continue; }
+      if (target.startsWith('/dev/shm/')) held.add(target.slice(9).replace(/ \(deleted\)$/, ''));
+    }
+  }
+  return held;
+}
+
 /** Names in /dev/shm that look like ours. */
 function shmEntries() {
   return fs.existsSync('/dev/shm') ? fs.readdirSync('/dev/shm').filter(ours) : [];
@@ -57,4 +80,4 @@ function childrenOf(pid) {
   return out;
 }
 
-module.exports = { ours, leftoverProcesses, shmEntries, openFds, childrenOf };
+module.exports = { ours, leftoverProcesses, heldByOthers, shmEntries, openFds, childrenOf };
