@@ -13,7 +13,8 @@
         "native/shm.cc",
         "native/fdpass.cc",
         "native/futex.cc",
-        "native/socket.cc"
+        "native/socket.cc",
+        "native/child-platform.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=9", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -61,3 +61,5 @@ export function setForkserverPreload(modules: string[]): void {
 export function setExecutable(path: string): void {
   defaultContext.setExecutable(path);
 }
+export { preforkServer, PreforkServer } from './prefork';
+export type { PreforkOptions, WorkerExit } from './prefork';

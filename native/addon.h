@@ -14,4 +14,14 @@ void InitSocket(Napi::Env env, Napi::Object exports);     // socket.cc: raw fd I
 // True in an isolated fork child between unwindStack() and the child's entry: a callback that
 // sees an exception then is seeing the parent's discarded stack, not an error to report.
 bool InUnwind();
+
+// child-platform.cc: worker threads for V8's tasks in a forked child (see the file).
+}  // namespace mp
+namespace node { class MultiIsolatePlatform; }
+namespace mp {
+bool ChildPlatformAdopt(node::MultiIsolatePlatform* platform);  // in a new child, at once
+bool ChildPlatformQuiesce(int timeout_ms);  // before a child forks: idle pool, its lock held
+void ChildPlatformResume();                 // after that fork, in the parent
+bool ChildPlatformActive();
+uint64_t ChildPlatformTasks();
 }  // namespace mp

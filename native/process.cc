@@ -62,6 +62,7 @@ struct ForkState {
   double t_quiesce = 0, t_park = 0, t_dofork = 0, t_fork = 0;
   int ranges = 0;
   bool normalized = false, parked = false;
+  bool own_workers = false;  // this child runs V8's worker tasks on its own threads
 };
 ForkState g_fork;
 bool g_unwound = false;  // unwindStack() ran in this isolated child and its entry has not run yet
@@ -391,7 +392,15 @@ pid_t DoFork(const Napi::CallbackInfo& info, bool isolated, const WalkCtx* walk)
   double t0 = NowMs();
   // A forked child has no platform worker threads: draining would wait for ever there, and
   // its condvar groups were normalized before it was born.
-  g_fork.normalized = g_fork.in_child ? true : Normalize(isolate);
+  // A forked child's worker tasks run on its own pool (child-platform.cc): drain what the
+  // platform holds, then hold the pool idle across the fork.
+  if (g_fork.in_child) {
+    node::MultiIsolatePlatform* p = Platform(isolate);
+    if (p != nullptr) p->DrainTasks(isolate);
+    g_fork.normalized = ChildPlatformQuiesce(200);
+  } else {
+    g_fork.normalized = Normalize(isolate);
+  }
   double t1 = NowMs();
   g_fork.ranges = DoforkAnonymous();
   double t2 = NowMs();
@@ -406,6 +415,7 @@ pid_t DoFork(const Napi::CallbackInfo& info, bool isolated, const WalkCtx* walk)
   int err = errno;
   if (pid != 0) {
     uv_mutex_unlock(&loop->wq_mutex);
+    if (g_fork.in_child) ChildPlatformResume();
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     g_fork.t_quiesce = t1 - t0;
     g_fork.t_dofork = t2 - t1;
@@ -417,6 +427,7 @@ pid_t DoFork(const Napi::CallbackInfo& info, bool isolated, const WalkCtx* walk)
 
   // ---- child ----
   g_fork.in_child = true;
+  g_fork.own_workers = ChildPlatformAdopt(Platform(isolate));
   g_fork.env = env;
   g_base_reqs = loop->active_reqs.count;
   if (g_dry != nullptr) {  // a watch inherited from a forked parent
@@ -535,6 +546,8 @@ Napi::Value ForkStats(const Napi::CallbackInfo& info) {
   o.Set("normalized", g_fork.normalized);
   o.Set("parked", g_fork.parked);
   o.Set("inChild", g_fork.in_child);
+  o.Set("ownWorkers", g_fork.own_workers);
+  o.Set("workerTasks", Napi::Number::New(info.Env(), static_cast<double>(ChildPlatformTasks())));
   return o;
 }
 

@@ -106,6 +106,35 @@ describe('fork', () => {
     }
     expect(posix.waitpid(pid)?.exitCode).toBe(12);
   });
+
+  test("V8's worker tasks (optimizing compiler, GC helpers) run in a child and a grandchild", () => {
+    const { native } = require('../dist/native');
+    // Hot code and garbage: V8 posts concurrent compilation and GC jobs to worker threads,
+    // which a forked child would not have without its own pool.
+    const churn = (): number => {
+      let s = 0;
+      for (let r = 0; r < 50; r++) {
+        const junk: Array<{ i: number; s: string }> = [];
+        for (let i = 0; i < 20000; i++) junk.push({ i, s: `x${i}` });
+        for (const o of junk) s = (s + o.i * 7) % 1000003;
+      }
+      return s;
+    };
+    const check = (): boolean => {
+      churn();
+      const st = native.forkStats();
+      return st.ownWorkers === true && st.workerTasks > 0;
+    };
+    const pid = posix.fork();
+    if (pid === 0) {
+      if (!check()) posix._exit(1);
+      const g = posix.fork();
+      if (g === 0) posix._exit(check() ? 21 : 2);
+      const st = posix.waitpid(g);
+      posix._exit(st && st.exitCode === 21 ? 20 : 3);
+    }
+    expect(posix.waitpid(pid)?.exitCode).toBe(20);
+  });
 });
 
 describe('waitpid, kill, _exit', () => {

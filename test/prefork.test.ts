@@ -1,0 +1,150 @@
+// The prefork server (issue 8): one listening socket, forked workers that all accept on it,
+// a dead worker replaced, a clean shutdown on SIGTERM that lets in-flight requests finish.
+import { spawn, ChildProcess } from 'node:child_process';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { preforkServer } from '../lib';
+
+const fixture = path.join(__dirname, 'fixtures', 'prefork-master.js');
+
+interface Master {
+  child: ChildProcess;
+  events: any[];
+  next(pred: (e: any) => boolean): Promise<any>;
+  exited: Promise<{ code: number | null; signal: string | null }>;
+}
+
+function startMaster(workers = 2): Master {
+  const child = spawn(process.execPath, [fixture, String(workers)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const events: any[] = [];
+  const waiters: Array<{ pred: (e: any) => boolean; resolve: (e: any) => void }> = [];
+  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+    const e = JSON.parse(line);
+    events.push(e);
+    for (const w of [...waiters]) {
+      if (w.pred(e)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(e);
+      }
+    }
+  });
+  const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return {
+    child, events, exited,
+    next(pred) {
+      const found = events.find(pred);
+      if (found) return Promise.resolve(found);
+      return new Promise((resolve) => waiters.push({ pred, resolve }));
+    },
+  };
+}
+
+function get(port: number, p = '/'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: p, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function gone(pid: number): Promise<boolean> {
+  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+  return !alive(pid);
+}
+
+describe('preforkServer', () => {
+  test('two workers both answer requests on the shared socket', async () => {
+    const m = startMaster(2);
+    const ready = await m.next((e) => e.ready);
+    expect(ready.pids).toHaveLength(2);
+    const seen = new Set<number>();
+    // The kernel balances connections between the workers; a slow handler keeps one busy so the
+    // other takes the next connections.
+    for (let round = 0; round < 20 && seen.size < 2; round++) {
+      const bodies = await Promise.all([get(ready.port, '/slow'), ...Array.from({ length: 10 }, () => get(ready.port))]);
+      for (const b of bodies) seen.add(Number(b.replace('slow ', '')));
+    }
+    expect([...seen].sort()).toEqual([...ready.pids].sort());
+    m.child.kill('SIGTERM');
+    expect(await m.exited).toEqual({ code: 0, signal: null });
+    for (const pid of ready.pids) expect(await gone(pid)).toBe(true);
+  });
+
+  test('a killed worker is replaced and the new one serves', async () => {
+    const m = startMaster(2);
+    const ready = await m.next((e) => e.ready);
+    const [victim, survivor] = ready.pids;
+    process.kill(victim, 'SIGKILL');
+    const exit = await m.next((e) => e.exit && e.exit.pid === victim);
+    expect(exit.exit).toEqual({ pid: victim, exitCode: -9, expected: false });
+    const replacement = (await m.next((e) => e.worker && !ready.pids.includes(e.worker))).worker;
+    expect(alive(replacement)).toBe(true);
+    const seen = new Set<number>();
+    for (let round = 0; round < 20 && !seen.has(replacement); round++) {
+      const bodies = await Promise.all([get(ready.port, '/slow'), ...Array.from({ length: 10 }, () => get(ready.port))]);
+      for (const b of bodies) seen.add(Number(b.replace('slow ', '')));
+    }
+    expect(seen.has(replacement)).toBe(true);
+    expect(seen.has(victim)).toBe(false);
+    m.child.kill('SIGTERM');
+    expect(await m.exited).toEqual({ code: 0, signal: null });
+    expect(await gone(survivor)).toBe(true);
+    expect(await gone(replacement)).toBe(true);
+  });
+
+  test('SIGTERM to the master lets in-flight requests finish, then every worker exits', async () => {
+    const m = startMaster(2);
+    const ready = await m.next((e) => e.ready);
+    const inflight = [get(ready.port, '/slow'), get(ready.port, '/slow')];
+    await new Promise((r) => setTimeout(r, 100));  // accepted, not yet answered
+    m.child.kill('SIGTERM');
+    const bodies = await Promise.all(inflight);
+    for (const b of bodies) expect(b).toMatch(/^slow \d+$/);
+    expect(await m.exited).toEqual({ code: 0, signal: null });
+    const exits = m.events.filter((e) => e.exit).map((e) => e.exit);
+    expect(exits.map((e) => e.expected)).toEqual([true, true]);
+    expect(exits.map((e) => e.exitCode)).toEqual([0, 0]);
+    expect(m.events.some((e) => e.close)).toBe(true);
+    await expect(get(ready.port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+
+  test('a master killed with SIGKILL takes its workers with it', async () => {
+    const m = startMaster(2);
+    const ready = await m.next((e) => e.ready);
+    m.child.kill('SIGKILL');
+    await m.exited;
+    for (const pid of ready.pids) expect(await gone(pid)).toBe(true);
+  });
+
+  test('bad arguments are refused before anything is bound', async () => {
+    await expect(preforkServer(42 as never)).rejects.toMatchObject({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+    await expect(preforkServer(() => http.createServer(), { workers: 0 })).rejects.toMatchObject({ name: 'RangeError' });
+    await expect(preforkServer(() => http.createServer(), { port: 70000 })).rejects.toMatchObject({ name: 'RangeError' });
+    await expect(preforkServer(() => http.createServer(), { host: 'localhost' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+  });
+
+  test('a port in use gives EADDRINUSE', async () => {
+    const busy = http.createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      await expect(preforkServer(() => http.createServer(), { port, host: '127.0.0.1', workers: 1 }))
+        .rejects.toMatchObject({ code: 'EADDRINUSE', syscall: 'bind' });
+    } finally {
+      busy.close();
+    }
+  });
+});
