@@ -95,7 +95,8 @@ export function installGates(): void {
   gate(timeoutProto, '_onTimeout', null);
   const im = setImmediate(noop);
   clearImmediate(im);
-  gate(Object.getPrototypeOf(im), '_onImmediate', noop);
+  immediateProto = Object.getPrototypeOf(im);
+  gate(immediateProto as object, '_onImmediate', noop);
   // Ticks are plain objects with own properties: wrap process.nextTick instead.
   const kGated = Symbol.for('multiproc.fork.gatedNextTick');
   if ((process.nextTick as unknown as Record<symbol, unknown>)[kGated]) return;
@@ -225,10 +226,93 @@ function dropParentListeners(): void {
 }
 
 /** Resets the JavaScript state the unwinding would leave half-done (called before unwinding). */
-function prepareUnwind(): void {
+// Node's immediateInfo (Uint32Array: [count, refCount, hasOutstanding]), found on first need.
+let immediateInfo: Uint32Array | null | undefined;
+let immediateProto: object | null = null;
+
+/**
+ * Finds Node's immediateInfo through the in-process inspector: it is a variable of the scope of
+ * the Immediate class (internal/timers), which no public API exposes. Null when unavailable.
+ */
+function lookupImmediateInfo(): Uint32Array | null {
+  if (immediateInfo !== undefined) return immediateInfo;
+  immediateInfo = null;
+  const key = Symbol.for('multiproc.fork.probe');
+  const g = globalThis as Record<symbol, unknown>;
+  let session: import('node:inspector').Session | null = null;
+  try {
+    const inspector = require('node:inspector') as typeof import('node:inspector');
+    session = new inspector.Session();
+    session.connect();
+    // In-process sessions answer synchronously.
+    const post = (method: string, params: object): any => {
+      let result: unknown;
+      let error: unknown;
+      session!.post(method, params, (e, r) => { error = e; result = r; });
+      if (error) throw error;
+      return result;
+    };
+    g[key] = (immediateProto as { constructor: unknown }).constructor;
+    const fn = post('Runtime.evaluate', { expression: 'globalThis[Symbol.for("multiproc.fork.probe")]' }).result;
+    const internals = post('Runtime.getProperties', { objectId: fn.objectId, ownProperties: true }).internalProperties ?? [];
+    const scopeList = internals.find((p: { name: string }) => p.name === '[[Scopes]]');
+    const scopes: any[] = scopeList ? post('Runtime.getProperties', { objectId: scopeList.value.objectId, ownProperties: true }).result : [];
+    for (const scope of scopes) {
+      if (!scope.value?.objectId) continue;
+      const v = post('Runtime.getProperties', { objectId: scope.value.objectId, ownProperties: true }).result
+        .find((p: { name: string }) => p.name === 'immediateInfo');
+      if (!v?.value?.objectId) continue;
+      post('Runtime.callFunctionOn', { objectId: v.value.objectId, functionDeclaration: `function () { globalThis[Symbol.for("multiproc.fork.probe")] = this; }` });
+      const info = g[key];
+      if (info instanceof Uint32Array && info.length >= 3) immediateInfo = info;
+      break;
+    }
+  } catch {
+    immediateInfo = null;
+  } finally {
+    delete g[key];
+    try { session?.disconnect(); } catch { /* gone */ }
+  }
+  return immediateInfo;
+}
+
+/**
+ * A fork from inside an Immediate's callback that was not the first of its batch leaves, in the
+ * child, Node's queue of outstanding immediates starting at that Immediate, already marked
+ * destroyed, with no previous one to step from: Node's processImmediate would throw
+ * (`prevImmediate._idleNext` of undefined) the next time the child has an immediate. The child
+ * makes it read as not destroyed once, so that processImmediate steps over it normally (its
+ * callback is stale: it does nothing), and adds back the count that step takes off again.
+ * Returns the fix to apply in the child, or null.
+ */
+function immediateFixFor(resources: unknown[]): (() => void) | null {
+  const running = resources.find((r) => r !== null && typeof r === 'object' && Object.getPrototypeOf(r) === immediateProto) as
+    { _destroyed?: boolean } | undefined;
+  if (!running || running._destroyed !== true) return null;
+  const info = lookupImmediateInfo();
+  if (!info) return null;
+  return () => {
+    let first = true;
+    let destroyed = true;
+    Object.defineProperty(running, '_destroyed', {
+      configurable: true,
+      enumerable: true,
+      get() {
+        if (!first) return destroyed;
+        first = false;
+        info[0]++;  // kCount: processImmediate takes it off again when it steps over this one
+        return false;
+      },
+      set(v: boolean) { destroyed = v; },
+    });
+  };
+}
+
+function prepareUnwind(fixImmediate: (() => void) | null): void {
   // From here on, the parent's timers, immediates and ticks are stale (they may run between the
   // unwinding and the child's entry).
   state.generation++;
+  fixImmediate?.();
   // Timers on the stack: their `finally` (which drops them from the ref count) will not run.
   const resources = asyncWrap ? asyncWrap.execution_async_resources : [executionAsyncResource()];
   for (const r of resources) {
@@ -258,13 +342,14 @@ function spin(): never {
  */
 export function forkIsolated(entry: () => void, keepFds: number[] = []): number {
   installGates();
+  const fixImmediate = immediateFixFor(asyncWrap ? asyncWrap.execution_async_resources : [executionAsyncResource()]);
   const pid = native.forkIsolated(() => {
     repairChild(false);  // prepareUnwind() already moved to the child's generation
     dropParentListeners();
     entry();
   }, keepFds);
   if (pid !== 0) return pid;
-  prepareUnwind();
+  prepareUnwind(fixImmediate);
   native.unwindStack();
   return spin();
 }

@@ -209,6 +209,11 @@ describe('learning that a child exited without blocking the loop', () => {
 });
 
 describe('fork in a busy multithreaded process (FORK.md)', () => {
+  test('a process started from inside an immediate that is not the first of its batch runs its own immediates', async () => {
+    const out = JSON.parse((await runFixture('fork-in-immediate.js')).trim()).sort();
+    expect(out).toEqual([['last of batch', 0], ['second of batch', 0], ['third of batch', 0]]);
+  });
+
   test('a raw fork child that lets its loop run dry after full GCs ends with its exit code', async () => {
     const out = JSON.parse(await runFixture('fork-natural.js', [], { nodeArgs: ['--expose-gc'] }));
     expect(out.status).toMatchObject({ exitCode: 5, signal: null });
