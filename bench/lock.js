@@ -201,7 +201,9 @@ Object.assign(exports, {
     ctx.baseline(IMPL.lock);
     ctx.ratio(IMPL.lock, IMPL.pyLock, { target: '>= 2' });
     ctx.ratio(IMPL.rlock, IMPL.pyRLock, { target: '>= 2' });
-    ctx.ratio(IMPL.pyForkValue, IMPL.forkLock, { target: '>= 5' });
+    // Context only: the locked-counter figure (target >= 5x) is the Value-based one in
+    // the 'shared' group (bench/shared.js), which counts on multiproc's Value as Python does.
+    ctx.ratio(IMPL.pyForkValue, IMPL.forkLock);
     ctx.ratio(IMPL.pyForkLock, IMPL.forkLock);
     ctx.ratio(IMPL.pyForkValue, IMPL.forkRLock);
     ctx.ratio(IMPL.pySpawnValue, IMPL.spawnLock);

@@ -51,9 +51,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import * as crypto from 'node:crypto';
-import * as dns from 'node:dns';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { types } from 'node:util';
@@ -74,7 +72,8 @@ import type { ReduceContext } from './reduction';
 // ---------------------------------------------------------------------------------------------
 // The native helpers of native/socket.cc.
 
-type Family = 'AF_UNIX' | 'AF_INET';
+/** A socket family: 'AF_UNIX' (a path or Linux abstract name) or 'AF_INET' (a [host, port] pair). */
+export type Family = 'AF_UNIX' | 'AF_INET';
 interface SocketBinding {
   fdSetNonblock(fd: number, on: boolean): void;
   fdKind(fd: number): 'stream' | 'seqpacket' | 'socket' | 'fifo' | 'other';
@@ -403,6 +402,10 @@ function decode(data: Buffer, fds: number[] | null): unknown {
     ' (use recvBytes() for raw bytes)', 'ERR_MULTIPROC_BAD_MESSAGE');
 }
 
+/** A dotted-quad IPv4 address (node:net's isIPv4 without loading node:net). */
+const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+const isIPv4 = (host: string): boolean => IPV4.test(host);
+
 // ---------------------------------------------------------------------------------------------
 // Frames.
 
@@ -478,6 +481,7 @@ interface Poller {
   timer: NodeJS.Timeout | null;
 }
 
+/** Options of the Connection constructor (which wraps an existing descriptor). */
 export interface ConnectionOptions {
   /** Whether recv is allowed (default true). */
   readable?: boolean;
@@ -756,20 +760,23 @@ export class Connection {
     else this.#update();
   }
 
+  /** Closes the connection (for `using`). */
   [Symbol.dispose](): void {
     this.close();
   }
 
+  /** A short description for debugging: the descriptor and direction, or closed. */
   toString(): string {
     const state = this.closed ? 'closed' : `fd=${this.#fd}${this.#readable ? ' readable' : ''}${this.#writable ? ' writable' : ''}`;
     return `<Connection ${state}>`;
   }
 
+  /** @internal */
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     return this.toString();
   }
 
-  /** Under spawn/forkserver a Connection travels as its descriptor (SCM_RIGHTS). */
+  /** @internal Under spawn/forkserver a Connection travels as its descriptor (SCM_RIGHTS). */
   [reduceSymbol](ctx: ReduceContext): { type: string; state: unknown } {
     this.#checkClosed();
     return {
@@ -872,6 +879,16 @@ export class Connection {
       (e as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_NOT_A_SOCKET';
       throw e;
     }
+    this.#checkUnixSocket(what);
+  }
+
+  /** SCM_RIGHTS exists only on Unix sockets: over TCP the kernel would drop the descriptors. */
+  #checkUnixSocket(what: string): void {
+    if (Array.isArray(S.sockName(this.#fd))) {
+      const e = new TypeError(`${what}: descriptors travel only over Unix sockets (a Pipe, or a Listener/Client with an AF_UNIX address), not over TCP`);
+      (e as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_NOT_A_UNIX_SOCKET';
+      throw e;
+    }
   }
 
   #checkNoPendingReads(): void {
@@ -895,6 +912,7 @@ export class Connection {
       (e as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_NOT_A_SOCKET';
       throw e;
     }
+    this.#checkUnixSocket('cannot send an object that holds a descriptor');
     const out: number[] = [];
     try {
       for (const fd of fds) out.push(S.fdDup(fd));
@@ -1279,9 +1297,11 @@ export class Connection {
     if (events !== this.#events) {
       if (events === 0) this.#watcher?.stop();
       else {
-        if (!this.#watcher) this.#watcher = new native.FdWatcher(this.#ioFd, (err, ev) => this.#onReady(err, ev));
+        if (!this.#watcher) {
+          this.#watcher = new native.FdWatcher(this.#ioFd, (err, ev) => this.#onReady(err, ev));
+          this.#refed = true; // a new handle is referenced; start() leaves an unref'd one unref'd
+        }
         this.#watcher.start(events);
-        this.#refed = true;
       }
       this.#events = events;
     }
@@ -1427,7 +1447,10 @@ function connArgError(v: unknown): TypeError {
 // wait()
 
 /** What wait() accepts: Connections, fds (process sentinels are fds), or objects with fileno(). */
-export type Waitable = Connection | number | { fileno(): number };
+export type Waitable = Connection | number | {
+  /** The descriptor to wait on. */
+  fileno(): number;
+};
 
 function fdOf(obj: unknown, i: number): number {
   if (typeof obj === 'number') return validateInteger(obj, `objects[${i}]`, 0, 2 ** 31 - 1);
@@ -1634,11 +1657,14 @@ async function authenticate(conn: Connection, authkey: Buffer, side: 'server' | 
 // ---------------------------------------------------------------------------------------------
 // Listener and Client
 
+/** A Listener/Client address: a Unix socket path (or '\0name' abstract name) for AF_UNIX, or [host, port] for AF_INET. */
 export type Address = string | [string, number];
 
+/** Options of the Listener constructor. */
 export interface ListenerOptions {
   /** A path or Linux abstract name ('\0name') for AF_UNIX, or [host, port] for AF_INET. */
   address?: Address;
+  /** The socket family (default: the one `address` implies; AF_UNIX without an address, on a fresh temporary path). */
   family?: Family;
   /** listen() backlog (default 1, as Python). */
   backlog?: number;
@@ -1650,8 +1676,11 @@ export interface ListenerOptions {
   authTimeout?: number | null;
 }
 
+/** Options of Client(). */
 export interface ClientOptions {
+  /** The socket family (default: the one `address` implies: AF_INET for [host, port], else AF_UNIX). */
   family?: Family;
+  /** With a key, runs the mutual HMAC handshake after connecting (AuthenticationError on a wrong key). */
   authkey?: Buffer | null;
   /** Largest message the connection takes (default 1 GiB). */
   maxMessageSize?: number;
@@ -1773,7 +1802,7 @@ export class Listener {
         this.#address = address;
       } else {
         const [host, port] = o.address === undefined || o.address === null ? ['localhost', 0] as [string, number] : validateInetAddress(o.address, 'opts.address');
-        const ip = host === '' ? '0.0.0.0' : net.isIPv4(host) ? host : S.resolveIPv4(host);
+        const ip = host === '' ? '0.0.0.0' : isIPv4(host) ? host : S.resolveIPv4(host);
         S.sockBind(fd, family, ip, port);
         this.#address = addressText(S.sockName(fd), family);
       }
@@ -1844,14 +1873,17 @@ export class Listener {
     }
   }
 
+  /** Closes the listener (for `using`). */
   [Symbol.dispose](): void {
     this.close();
   }
 
+  /** A short description for debugging: family, address, and whether it is closed. */
   toString(): string {
     return `<Listener ${this.#family} ${JSON.stringify(this.#address)}${this.#fd < 0 ? ' closed' : ''}>`;
   }
 
+  /** @internal */
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     return this.toString();
   }
@@ -1931,7 +1963,7 @@ export async function Client(address: Address, opts?: ClientOptions): Promise<Co
     description = p;
   } else {
     const [host, port] = validateInetAddress(address, 'address');
-    const ip = net.isIPv4(host) ? host : host === '' ? '127.0.0.1' : (await dns.promises.lookup(host, { family: 4 })).address;
+    const ip = isIPv4(host) ? host : host === '' ? '127.0.0.1' : (await (require('node:dns') as typeof import('node:dns')).promises.lookup(host, { family: 4 })).address;
     target = [ip, port];
     description = `${ip}:${port}`;
   }
@@ -1964,3 +1996,9 @@ export async function Client(address: Address, opts?: ClientOptions): Promise<Co
 
 // ctx.Pipe(): a pipe works the same under every start method.
 defineFactory('Pipe', (_ctx, duplex?: boolean) => Pipe(duplex ?? true));
+
+// The serializer of lib/queues.ts, which stores the same payloads in shared memory.
+export {
+  /** @internal */ encode as encodeValue,
+  /** @internal */ decode as decodeValue,
+};

@@ -14,6 +14,12 @@ import type { StartMethod } from './process';
 import { popenFork } from './popen-fork';
 import type { Connection } from './connection';
 import type { Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SemLock } from './synchronize';
+import type { ManagerOptions, SyncManager } from './managers';
+import type { Pool, PoolOptions } from './pool';
+import type { JoinableQueue, Queue, QueueOptions, SimpleQueue } from './queues';
+import type {
+  ElementOf, LockLike, RawSharedArray, SharedValue, SizeOrInit, Synchronized, SynchronizedArray, TypeCode, TypedArrayOf, ValueInit,
+} from './sharedctypes';
 
 export type { StartMethod } from './process';
 
@@ -46,9 +52,13 @@ export class BaseContext {
     this.Process = processClass;
   }
 
+  /** The Process object of the calling process (Python's `current_process()`). */
   currentProcess(): Process { return currentProcess(); }
+  /** The Process object of the parent, or null in the main process (Python's `parent_process()`). */
   parentProcess(): Process | null { return parentProcess(); }
+  /** The children of the calling process that are still running; finished ones are reaped (Python's `active_children()`). */
   activeChildren(): Process[] { return activeChildren(); }
+  /** The number of CPUs this process may run on (`os.availableParallelism()`; Python's `cpu_count()`). */
   cpuCount(): number { return cpuCount(); }
 
   /** The context for `method`; without one, this context. */
@@ -57,14 +67,25 @@ export class BaseContext {
     return concreteContext(validateOneOf(method, 'method', ALL_METHODS));
   }
 
+  /**
+   * The start method of this context; for the default context, the one set by setStartMethod()
+   * ('fork' unless set), or null with `allowNone` when none has been fixed yet.
+   */
   getStartMethod(opts?: { allowNone?: boolean }): StartMethod | null {
     return defaultContext.getStartMethod(opts);
   }
 
+  /**
+   * Sets the default start method (only on the default context). Once the method is fixed (set,
+   * or used by getContext()/getStartMethod()/a started Process), another call throws unless
+   * `force` is true; `force` with `null` unsets it.
+   * @throws RuntimeError on a concrete context (from getContext(method)), or when already fixed without `force`.
+   */
   setStartMethod(method: StartMethod | null, opts?: { force?: boolean }): void {
     throw new RuntimeError('cannot set start method of concrete context');
   }
 
+  /** The start methods this platform supports, the default first: fork, spawn, forkserver. */
   getAllStartMethods(): StartMethod[] {
     return [...ALL_METHODS];
   }
@@ -88,14 +109,51 @@ export class BaseContext {
  * without `new`. The modules that define the classes register them with defineFactory().
  */
 export interface BaseContext {
+  /** A pair of connected Connections; one-way (first receives, second sends) when `duplex` is false. */
   Pipe(duplex?: boolean): [Connection, Connection];
+  /** A new {@link Lock} bound to this context. */
   Lock(): Lock;
+  /** A new {@link RLock} (recursive lock) bound to this context. */
   RLock(): RLock;
+  /** A new {@link Semaphore} with initial `value` (default 1). */
   Semaphore(value?: number): Semaphore;
+  /** A new {@link BoundedSemaphore} with initial and maximum `value` (default 1). */
   BoundedSemaphore(value?: number): BoundedSemaphore;
+  /** A new {@link Condition} over `lock` (a new RLock of this context when omitted). */
   Condition(lock?: Lock | RLock | SemLock | null): Condition;
+  /** A new {@link Event}, initially clear. */
   Event(): Event;
+  /** A new {@link Barrier} for `parties` processes; `timeout` is the default wait timeout in milliseconds. */
   Barrier(parties: number, action?: (() => unknown) | null, timeout?: number | null): Barrier;
+  // lib/managers.ts: a started SyncManager whose server process uses this context's start method.
+  /** Starts a {@link SyncManager} whose server process uses this context's start method; resolves once it is running. */
+  Manager(opts?: Omit<ManagerOptions, 'ctx'>): Promise<SyncManager>;
+  // lib/pool.ts: the workers use this context's start method.
+  /** A new {@link Pool} whose workers use this context's start method (default size: cpuCount()). */
+  Pool(processes?: number | PoolOptions | null): Pool;
+  /** A new {@link Queue}; `maxsize` <= 0 or omitted means unbounded. */
+  Queue<T = any>(maxsize?: number, opts?: QueueOptions): Queue<T>;
+  /** A new {@link SimpleQueue} (unbounded). */
+  SimpleQueue<T = any>(opts?: QueueOptions): SimpleQueue<T>;
+  /** A new {@link JoinableQueue}; `maxsize` <= 0 or omitted means unbounded. */
+  JoinableQueue<T = any>(maxsize?: number, opts?: QueueOptions): JoinableQueue<T>;
+  // lib/sharedctypes.ts: the default lock is an RLock of this context.
+  /** A shared value of C type `typecode`, wrapped with a lock (a new RLock of this context unless `lock` is given). */
+  Value<T extends TypeCode>(typecode: T, init?: ValueInit, opts?: { lock?: true | LockLike }): Synchronized<ElementOf<T>>;
+  /** A shared value of C type `typecode` without a lock (`lock: false`). */
+  Value<T extends TypeCode>(typecode: T, init: ValueInit | undefined, opts: { lock: false }): SharedValue<ElementOf<T>>;
+  /** A zero-initialised shared value without a lock (`lock: false`). */
+  Value<T extends TypeCode>(typecode: T, opts: { lock: false }): SharedValue<ElementOf<T>>;
+  /** A zero-initialised shared value wrapped with a lock. */
+  Value<T extends TypeCode>(typecode: T, opts: { lock?: true | LockLike }): Synchronized<ElementOf<T>>;
+  /** A shared typed array of C type `typecode` (a length or initial values), wrapped with a lock (a new RLock of this context unless given). */
+  Array<T extends TypeCode>(typecode: T, sizeOrInit: SizeOrInit, opts?: { lock?: true | LockLike }): SynchronizedArray<TypedArrayOf<T>>;
+  /** A shared typed array of C type `typecode` without a lock (`lock: false`). */
+  Array<T extends TypeCode>(typecode: T, sizeOrInit: SizeOrInit, opts: { lock: false }): RawSharedArray<TypedArrayOf<T>>;
+  /** A shared value of C type `typecode` with no lock (Python's `RawValue`). */
+  RawValue<T extends TypeCode>(typecode: T, init?: ValueInit): SharedValue<ElementOf<T>>;
+  /** A shared typed array of C type `typecode` with no lock (Python's `RawArray`). */
+  RawArray<T extends TypeCode>(typecode: T, sizeOrInit: SizeOrInit): RawSharedArray<TypedArrayOf<T>>;
 }
 
 /**

@@ -120,8 +120,9 @@ export class MultiprocError extends Error {
 
 /** Python's ProcessError: the base of process-related errors. */
 export class ProcessError extends MultiprocError {}
-/** Raised by recvBytesInto when the buffer is too small; `.message` holds the full message. */
+/** Raised by recvBytesInto when the buffer is too small; `.data` holds the full message received. */
 export class BufferTooShort extends ProcessError {
+  /** @param data The complete message that did not fit (Python's `e.args[0]`), when known. */
   constructor(message: string, readonly data?: Buffer) { super(message); }
 }
 /** A wrong authentication key (or a peer that is not speaking the protocol). */

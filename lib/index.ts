@@ -18,7 +18,10 @@ import './popen-spawn';
 import './popen-forkserver';
 import type { StartMethod } from './context';
 
-export * from './errors';
+export {
+  MultiprocError, ProcessError, BufferTooShort, AuthenticationError, TimeoutError, Empty, Full, BrokenBarrierError,
+  WorkerLostError, RuntimeError, EOFError,
+} from './errors';
 export { Process, ProcessStateError, currentProcess, parentProcess, activeChildren, cpuCount } from './process';
 export type { ProcessOptions, StartMethod } from './process';
 export { BaseContext, Context, DefaultContext } from './context';
@@ -26,11 +29,22 @@ export {
   Connection, Pipe, Listener, Client, wait, waitSync, sendHandle, sendHandleSync, recvHandle, recvHandleSync,
   deliverChallenge, answerChallenge,
 } from './connection';
-export type { Address, ClientOptions, ConnectionOptions, ListenerOptions, Waitable } from './connection';
+export type { Address, ClientOptions, ConnectionOptions, Family, ListenerOptions, Waitable } from './connection';
 export {
   Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier, SemLock, SEM_VALUE_MAX,
 } from './synchronize';
-export type { AcquireOptions, SyncOptions } from './synchronize';
+export type { AcquireOptions, ContextLike, SyncOptions } from './synchronize';
+export { Pool, AsyncResult, MaybeEncodingError } from './pool';
+export type { PoolOptions, AsyncOptions, MapAsyncOptions, Callback, ErrorCallback, Iterableish } from './pool';
+export { Queue, SimpleQueue, JoinableQueue } from './queues';
+export type { QueueOptions, PutOptions, GetOptions } from './queues';
+export { Value, Array, SharedArray, RawValue, RawArray, SharedValue, Synchronized } from './sharedctypes';
+export type {
+  TypeCode, BigIntTypeCode, ElementOf, TypedArrayOf, LockLike, SharedOptions, SizeOrInit, ValueInit, RawSharedArray, SynchronizedArray,
+  AnyTypedArray,
+} from './sharedctypes';
+export { SharedMemory, ShareableList } from './shared-memory';
+export type { SharedMemoryOptions, ShareableValue } from './shared-memory';
 
 /** The context for `method`, or the default one (which then fixes the start method). */
 export function getContext(method?: StartMethod | null) {
@@ -63,3 +77,11 @@ export function setExecutable(path: string): void {
 }
 export { preforkServer, PreforkServer } from './prefork';
 export type { PreforkOptions, WorkerExit } from './prefork';
+export {
+  Manager, BaseManager, SyncManager, SharedMemoryManager, Server, SharedMemoryServer, BaseProxy, AutoProxy, Token, RemoteError,
+  DictProxy, ListProxy, NamespaceProxy, AcquirerProxy, SemaphoreProxy, ConditionProxy, EventProxy, BarrierProxy, QueueProxy,
+  JoinableQueueProxy, ValueProxy, ArrayProxy, IteratorProxy,
+} from './managers';
+export type {
+  ManagerOptions, ProxyOptions, ProxyClass, ProxyAcquireOptions, RegisterOptions, RegistryEntry, ServerRegistryEntry,
+} from './managers';

@@ -8,6 +8,7 @@ import * as path from 'node:path';
 
 /** Result of waitpid(): the child's pid and how it ended. */
 export interface WaitStatus {
+  /** The pid of the child that changed state. */
   pid: number;
   /** Exit status when the child exited normally, else null. */
   exitCode: number | null;
@@ -96,6 +97,11 @@ export interface NativeBinding {
   mmap(fd: number, size: number, offset: number): Buffer;
   mmapAnonymous(size: number): Buffer;
   munmap(buf: Buffer): void;
+  /**
+   * An ArrayBuffer of its own over bytes [offset, offset + length) of a Buffer from mmap() or
+   * mmapAnonymous(); it keeps that mapping alive until it is collected.
+   */
+  arenaView(buf: Buffer, offset: number, length: number): ArrayBuffer;
   // fdpass.cc
   socketpair(): [number, number];
   sendFds(sock: number, fds: number[], data: Buffer | undefined): void;

@@ -53,9 +53,11 @@ export class ChildWatch implements Popen {
   #watcher: NativeFdWatcher | null = null;
   #waiters: Array<() => void> = [];
   #closed = false;
+  readonly #keepAlive: boolean;
 
   constructor(pid: number, keepAlive: boolean, sentinel?: number) {
     this.pid = pid;
+    this.#keepAlive = keepAlive;
     this.sentinel = sentinel ?? native.pidfdOpen(pid);
     const w = new native.FdWatcher(this.sentinel, () => this.poll());
     w.start(1);
@@ -98,10 +100,13 @@ export class ChildWatch implements Popen {
         resolve(this.returncode);
       };
       this.#waiters.push(done);
+      // Someone awaits the end of a daemon child: the loop must stay alive for it meanwhile.
+      if (!this.#keepAlive) this.#watcher?.ref();
       if (timeout !== undefined) {
         timer = setTimeout(() => {
           const i = this.#waiters.indexOf(done);
           if (i >= 0) this.#waiters.splice(i, 1);
+          if (!this.#keepAlive && this.#waiters.length === 0) this.#watcher?.unref();
           resolve(this.poll());
         }, timeout);
       }

@@ -51,10 +51,12 @@ export function kill(pid: number, signal: number | string): void {
   native.kill(pid, signalNumber(signal));
 }
 
+/** The pid of the calling process (`getpid(2)`; correct in a fork child). */
 export function getpid(): number {
   return native.getpid();
 }
 
+/** The pid of the calling process's parent (`getppid(2)`). */
 export function getppid(): number {
   return native.getppid();
 }
@@ -78,6 +80,7 @@ export function signalNumber(signal: number | string): number {
   return n;
 }
 
+/** Options of {@link NamedSemaphore.open}. */
 export interface SemaphoreOpenOptions {
   /** Create the semaphore when it does not exist (O_CREAT). Default false. */
   create?: boolean;
@@ -127,10 +130,12 @@ export class NamedSemaphore {
     native.NamedSemaphore.unlink(validateSemName(name));
   }
 
+  /** The semaphore's name, with its leading '/'. */
   get name(): string {
     return this.#sem.name;
   }
 
+  /** Whether close() has been called on this handle. */
   get closed(): boolean {
     return this.#sem.closed;
   }
@@ -181,6 +186,7 @@ export class NamedSemaphore {
   }
 }
 
+/** Options of {@link shmOpen}. */
 export interface ShmOpenOptions {
   /** Create the segment when it does not exist. Default false. */
   create?: boolean;
@@ -204,7 +210,12 @@ function validateShmName(name: unknown): string {
 }
 
 /** `shm_open` (+ `ftruncate` when `size` is given): returns the fd and the segment's size. */
-export function shmOpen(name: string, opts: ShmOpenOptions = {}): { fd: number; size: number } {
+export function shmOpen(name: string, opts: ShmOpenOptions = {}): {
+  /** The open descriptor (close it with fs.closeSync). */
+  fd: number;
+  /** The segment's size in bytes (after the resize, if any). */
+  size: number;
+} {
   const n = validateShmName(name);
   validateObject(opts, 'opts');
   const create = opts.create === undefined ? false : validateBoolean(opts.create, 'opts.create');
@@ -264,7 +275,12 @@ export function sendFds(sock: number, fds: number[], data?: Buffer): void {
 }
 
 /** Receives up to `maxFds` descriptors (close-on-exec) and the data sent with them. */
-export function recvFds(sock: number, maxFds: number): { fds: number[]; data: Buffer } {
+export function recvFds(sock: number, maxFds: number): {
+  /** The descriptors received (close-on-exec); extra ones beyond `maxFds` are closed. */
+  fds: number[];
+  /** The bytes that came with them (empty at end of stream). */
+  data: Buffer;
+} {
   validateInteger(sock, 'sock', 0, 2147483647);
   validateInteger(maxFds, 'maxFds', 0, 253);
   return native.recvFds(sock, maxFds);

@@ -35,6 +35,7 @@ interface SocketBinding {
 }
 const S = native as unknown as SocketBinding;
 
+/** Options of {@link preforkServer}. */
 export interface PreforkOptions {
   /** Number of worker processes (default: cpuCount()). */
   workers?: number;
@@ -54,6 +55,7 @@ export interface PreforkOptions {
 
 /** What a worker that exited reports (the `'exit'` event). */
 export interface WorkerExit {
+  /** The pid the worker had. */
   pid: number;
   /** Python-style exit code: n for exit(n), -signal when killed. */
   exitCode: number | null;
@@ -103,7 +105,14 @@ export class PreforkServer extends EventEmitter {
   }
 
   /** The bound address, as `net.Server.address()` gives it. */
-  get address(): { address: string; family: 'IPv4'; port: number } {
+  get address(): {
+    /** The bound IPv4 address. */
+    address: string;
+    /** Always 'IPv4'. */
+    family: 'IPv4';
+    /** The bound port (the real one when 0 was asked for). */
+    port: number;
+  } {
     return { ...this.#address };
   }
 
@@ -127,7 +136,9 @@ export class PreforkServer extends EventEmitter {
     });
     worker.start();
     const started = Date.now();
-    this.emit('worker', worker.pid);
+    // Deferred, so that the first workers' events reach listeners added after preforkServer().
+    const pid = worker.pid;
+    process.nextTick(() => this.emit('worker', pid));
     this.#workers.set(worker, worker.join().then(() => {
       this.#workers.delete(worker);
       const expected = this.#closing !== null;
@@ -181,6 +192,7 @@ export class PreforkServer extends EventEmitter {
     return this.#closing;
   }
 
+  /** `await using pf = await preforkServer(...)`: close()s the server at the end of the block. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
@@ -206,7 +218,7 @@ function runWorker(make: () => net.Server, lfd: number, master: number): Promise
       (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
     };
     process.once('SIGTERM', stop);
-    process.once('SIGINT', () => undefined);  // the master decides; a terminal's ^C reaches us too
+    process.on('SIGINT', () => undefined);  // the master decides; a terminal's ^C reaches us too
   });
 }
 

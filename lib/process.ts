@@ -13,6 +13,11 @@ import { fileURLToPath } from 'node:url';
 import { native } from './native';
 import { MultiprocError, RuntimeError, validateBoolean, validateFunction, validateObject, validateString, validateTimeout } from './errors';
 
+/**
+ * How a child process is started: 'fork' (a fork() of this process; closures work), 'spawn'
+ * (a fresh node process; the target is found by name) or 'forkserver' (forked on request by a
+ * server process started once).
+ */
 export type StartMethod = 'fork' | 'spawn' | 'forkserver';
 
 /** What every start method's launcher offers (CPython's Popen objects). */
@@ -117,6 +122,7 @@ export function registerChildExitHook(fn: () => void | Promise<void>): void {
   exitHooks.push(fn);
 }
 
+/** Options of the Process constructor. */
 export interface ProcessOptions {
   /** The function to run in the child; with spawn/forkserver it must be exported by name. */
   target?: (...args: any[]) => unknown;
@@ -266,26 +272,32 @@ export class Process {
     this._closed = true;
   }
 
+  /** The process's name, used for identification only (default `<Class>-<n>`, such as Process-1); need not be unique. */
   get name(): string {
     return this._name;
   }
+  /** Renames the process; throws TypeError if `v` is not a string. */
   set name(v: string) {
     validateString(v, 'name');
     this._name = v;
   }
 
+  /** Whether the process is a daemon: terminated when its parent exits, and not allowed to start children. */
   get daemon(): boolean {
     return this._config.daemon ?? false;
   }
+  /** Sets the daemon flag; only before start() (ProcessStateError afterwards). */
   set daemon(v: boolean) {
     validateBoolean(v, 'daemon');
     if (this._popen !== null) throw new ProcessStateError('process has already started');
     this._config.daemon = v;
   }
 
+  /** The authentication key: random (32 bytes) in the main process, inherited by each child it creates. */
   get authkey(): Buffer {
     return this._config.authkey;
   }
+  /** Sets the authentication key (a copy of the Buffer is kept). */
   set authkey(v: Buffer) {
     if (!Buffer.isBuffer(v)) validateObject(undefined, 'authkey');
     this._config.authkey = Buffer.from(v);
@@ -322,6 +334,7 @@ export class Process {
     return this._popen !== null;
   }
 
+  /** A short description for debugging: class, name, status (initial, started, stopped, closed) and exit code. */
   toString(): string {
     let status: string;
     if (this === current) status = 'started';
@@ -334,6 +347,7 @@ export class Process {
     return `<${this.constructor.name} name='${this._name}' ${status}${this.daemon ? ' daemon' : ''}>`;
   }
 
+  /** @internal */
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     return this.toString();
   }

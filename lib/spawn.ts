@@ -11,12 +11,12 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Process, setBootstrapping } from './process';
 import { native } from './native';
 import type { StartMethod } from './process';
-import { dumps, loads } from './reduction';
+import { dumps, loads, registerReducer } from './reduction';
 import { defaultContext } from './context';
 import * as tracker from './resource-tracker';
 
 /** A function or class located by name in a module. */
-interface NamedRef {
+export interface NamedRef {
   module: string;
   name: string;
 }
@@ -77,7 +77,8 @@ function sourceExports(file: string, name: string): boolean {
   return patterns.some((re) => re.test(src));
 }
 
-function locate(value: Function, what: string, module: string | null, method: StartMethod): NamedRef {
+/** @internal Finds `value` by name (also used for a manager's registered callables). */
+export function locate(value: Function, what: string, module: string | null, method: StartMethod): NamedRef {
   const cached = findInRequireCache(value);
   if (cached && cached.name) return cached;
   const name = value.name ?? '';
@@ -115,6 +116,9 @@ export function prepare(proc: Process, method: StartMethod): { data: Buffer; fds
   tracker.ensureRunning();
   const trackerFd = tracker.getFd();
   const prep: Omit<Preparation, 'trackerFd'> & { trackerFd: unknown } = {
+    // First, so that the child adopts the tracker before it rebuilds the args (rebuilding a
+    // SharedMemory registers its name): see the 'multiproc.trackerFd' reducer below.
+    trackerFd: trackerFd === null ? null : { [Symbol.for('multiproc.reduce')]: (ctx: { addFd(fd: number): number }) => ({ type: 'multiproc.trackerFd', state: ctx.addFd(trackerFd) }) },
     startMethod: method,
     processClass,
     target,
@@ -126,7 +130,6 @@ export function prepare(proc: Process, method: StartMethod): { data: Buffer; fds
     parentPid: process.pid,
     parentName: proc._parentName,
     own,
-    trackerFd: trackerFd === null ? null : { [Symbol.for('multiproc.reduce')]: (ctx: { addFd(fd: number): number }) => ({ type: 'multiproc.fd', state: ctx.addFd(trackerFd) }) },
     cwd: process.cwd(),
     defaultMethod: defaultContext.getStartMethod({ allowNone: true }),
   };
@@ -154,7 +157,8 @@ async function importModule(file: string): Promise<Record<string, unknown>> {
   }
 }
 
-async function resolveRef(ref: NamedRef): Promise<any> {
+/** @internal Imports the module of `ref` and returns the export it names. */
+export async function resolveRef(ref: NamedRef): Promise<any> {
   const mod = await importModule(ref.module);
   const value = ref.name ? mod[ref.name] ?? (mod.default as Record<string, unknown> | undefined)?.[ref.name] : mod;
   if (value === undefined) {
@@ -162,6 +166,14 @@ async function resolveRef(ref: NamedRef): Promise<any> {
   }
   return value;
 }
+
+// The tracker's descriptor, rebuilt before anything else in the preparation: the child adopts it
+// at once, so that objects rebuilt after it (the args) that register names report to the
+// program's tracker instead of starting one of the child's own.
+registerReducer('multiproc.trackerFd', (index: number, fds: number[]) => {
+  tracker.attach(fds[index]);
+  return fds[index];
+});
 
 /** Child side: rebuilds the Process from a preparation message and runs it. Never returns. */
 export async function runPrepared(data: Buffer, fds: number[]): Promise<never> {

@@ -89,6 +89,7 @@ export const SEM_VALUE_MAX: number = native.NamedSemaphore.SEM_VALUE_MAX;
 
 /** Anything with a start method: a context from `getContext()`, or the default context. */
 export interface ContextLike {
+  /** The context's start method ('fork', 'spawn' or 'forkserver'). */
   getStartMethod(): string | null;
 }
 
@@ -98,6 +99,7 @@ export interface SyncOptions {
   ctx?: ContextLike;
 }
 
+/** Options of `acquire()` (Python's `block` and `timeout` arguments). */
 export interface AcquireOptions {
   /** false: do not wait (the timeout is ignored). Default true. */
   block?: boolean;
@@ -544,6 +546,7 @@ export class SemLock implements Reducible {
     return this.#kind;
   }
 
+  /** The largest value the semaphore may reach: 1 for a lock, the initial value for a BoundedSemaphore, else SEM_VALUE_MAX. */
   get maxvalue(): number {
     return this.#maxvalue;
   }
@@ -606,7 +609,8 @@ export class SemLock implements Reducible {
     if (this.#binary && (this.#kind === SEMAPHORE || (this.#count === 1 && this.#owner === myPid))) {
       const w = this.#w as Int32Array;
       if (Atomics.exchange(w, VALUE, 1) !== 0) throw tooMany();
-      this.#count--;
+      // A Lock may be released by a process that did not acquire it: its count stays at 0.
+      if (this.#count > 0) this.#count--;
       // sem_post's rule: wake one sleeper if any is registered.
       if (Atomics.load(w, NWAITERS) !== 0) native.futexWake(w, VALUE, 1);
       return;
@@ -629,9 +633,10 @@ export class SemLock implements Reducible {
     } else {
       this._post(1);
     }
-    this.#count--;
+    if (this.#count > 0) this.#count--;
   }
 
+  /** Releases (for `using`, after acquiring). */
   [Symbol.dispose](): void {
     this.release();
   }
@@ -773,6 +778,7 @@ export class SemLock implements Reducible {
     return this.#page;
   }
 
+  /** @internal */
   [reduceSymbol](ctx: ReduceContext): { type: string; state: RebuildState & { pageBytes: number } } {
     if (this.#forkOnly && ctx.startMethod !== 'fork') throw new RuntimeError(FORK_CONTEXT_MESSAGE);
     return {
@@ -787,10 +793,12 @@ export class SemLock implements Reducible {
     return this._getValue() === 0 ? 'SomeOtherProcess' : 'None';
   }
 
+  /** A short description for debugging, as Python's repr (owner or value). */
   toString(): string {
     return `<${this.constructor.name}(name=${this.#name})>`;
   }
 
+  /** @internal */
   [inspect.custom](): string {
     return this.toString();
   }
@@ -940,18 +948,22 @@ export class Condition implements Reducible {
     return this.#lock;
   }
 
+  /** Acquires the underlying lock without blocking the event loop (see {@link SemLock.acquire}). */
   acquire(opts?: AcquireOptions): Promise<boolean> {
     return this.#lock.acquire(opts);
   }
 
+  /** Acquires the underlying lock, blocking the calling thread (see {@link SemLock.acquireSync}). */
   acquireSync(block?: boolean, timeout?: number | null): boolean {
     return this.#lock.acquireSync(block, timeout);
   }
 
+  /** Releases the underlying lock. */
   release(): void {
     this.#lock.release();
   }
 
+  /** Releases the underlying lock (for `using`, after acquiring). */
   [Symbol.dispose](): void {
     this.#lock.release();
   }
@@ -1088,10 +1100,12 @@ export class Condition implements Reducible {
     return this.#p;
   }
 
+  /** @internal */
   [reduceSymbol](): { type: string; state: { lock: SemLock; sem: ConditionSemaphore } } {
     return { type: 'multiproc.Condition', state: { lock: this.#lock, sem: this.#sem } };
   }
 
+  /** A short description for debugging: the lock and the number of waiters. */
   toString(): string {
     const p = this.#p;
     let waiting = 0;
@@ -1102,6 +1116,7 @@ export class Condition implements Reducible {
     return `<Condition(${String(this.#lock)}, ${waiting})>`;
   }
 
+  /** @internal */
   [inspect.custom](): string {
     return this.toString();
   }
@@ -1183,14 +1198,17 @@ export class Event implements Reducible {
     }
   }
 
+  /** @internal */
   [reduceSymbol](): { type: string; state: { cond: Condition } } {
     return { type: 'multiproc.Event', state: { cond: this.#cond } };
   }
 
+  /** A short description for debugging: set or unset. */
   toString(): string {
     return `<Event(${this.isSet() ? 'set' : 'unset'})>`;
   }
 
+  /** @internal */
   [inspect.custom](): string {
     return this.toString();
   }
@@ -1344,6 +1362,7 @@ export class Barrier implements Reducible {
     this.#withLock(() => this.#break());
   }
 
+  /** The number of parties that must arrive to release the barrier. */
   get parties(): number {
     return this.#parties;
   }
@@ -1353,10 +1372,12 @@ export class Barrier implements Reducible {
     return Atomics.load(this.#w, BARRIER_STATE) === FILLING ? Atomics.load(this.#w, BARRIER_COUNT) : 0;
   }
 
+  /** Whether the barrier is broken (by abort(), a timed-out wait or a failing action) until reset(). */
   get broken(): boolean {
     return Atomics.load(this.#w, BARRIER_STATE) === BROKEN;
   }
 
+  /** @internal */
   [reduceSymbol](ctx: ReduceContext): { type: string; state: { parties: number; timeout: number | null; cond: Condition } } {
     if (this.#action !== null && ctx.startMethod !== 'fork') {
       const e = new TypeError(`cannot send a Barrier with an action to a process started with '${ctx.startMethod}': ` +
@@ -1367,10 +1388,12 @@ export class Barrier implements Reducible {
     return { type: 'multiproc.Barrier', state: { parties: this.#parties, timeout: this.#timeout ?? null, cond: this.#cond } };
   }
 
+  /** A short description for debugging: parties, waiters and whether it is broken. */
   toString(): string {
     return `<Barrier(parties=${this.#parties}, nWaiting=${this.nWaiting}, broken=${this.broken})>`;
   }
 
+  /** @internal */
   [inspect.custom](): string {
     return this.toString();
   }

@@ -240,6 +240,37 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// arenaView(buf, offset, length) -> an ArrayBuffer of its own whose memory is bytes
+// [offset, offset + length) of a mapping made by mmap()/mmapAnonymous() (an arena of shared
+// objects: each object gets a buffer that covers its block and nothing else). The view holds a
+// reference to `buf`, so the mapping outlives every view of it; nothing here unmaps.
+Napi::Value ArenaView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* notOurs = "Expected a Buffer returned by mmap() or mmapAnonymous() for \"buf\"";
+  if (info.Length() < 1 || !info[0].IsBuffer()) ThrowType(env, notOurs);
+  Napi::Buffer<uint8_t> buf = info[0].As<Napi::Buffer<uint8_t>>();
+  Napi::ArrayBuffer ab = buf.ArrayBuffer();
+  if (!ab.CheckTypeTag(&kMappingTag) || ab.IsDetached()) ThrowType(env, notOurs);
+  const int64_t size = static_cast<int64_t>(buf.Length());
+  int64_t offset = ArgInt64(info, 1, "offset");
+  int64_t length = ArgInt64(info, 2, "length");
+  if (offset < 0 || offset > size) {
+    ThrowRange(env, "Expected an integer between 0 and " + std::to_string(size) + " for \"offset\" but received " + std::to_string(offset));
+  }
+  if (length < 0 || length > size - offset) {
+    ThrowRange(env, "Expected an integer between 0 and " + std::to_string(size - offset) + " for \"length\" but received " + std::to_string(length));
+  }
+  using Ref = Napi::Reference<Napi::Buffer<uint8_t>>;
+  Ref* ref = new Ref(Napi::Persistent(buf));
+  try {
+    return Napi::ArrayBuffer::New(env, buf.Data() + offset, static_cast<size_t>(length),
+                                  [](Napi::Env, void*, Ref* r) { delete r; }, ref);
+  } catch (...) {
+    delete ref;
+    throw;
+  }
+}
+
 }  // namespace
 
 void InitShm(Napi::Env env, Napi::Object exports) {
@@ -250,6 +281,7 @@ void InitShm(Napi::Env env, Napi::Object exports) {
   exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
   exports.Set("mmapAnonymous", Napi::Function::New(env, MmapAnonymous, "mmapAnonymous"));
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("arenaView", Napi::Function::New(env, ArenaView, "arenaView"));
 }
 
 }  // namespace mp

@@ -890,6 +890,18 @@ describe('Listener and Client', () => {
     l.close();
   });
 
+  test('AF_INET: sending a descriptor is refused (SCM_RIGHTS needs a Unix socket)', async () => {
+    const l = new Listener({ address: ['127.0.0.1', 0] });
+    const [c, a] = await Promise.all([Client(l.address), l.accept()]);
+    const [p1, p2] = Pipe();
+    expect(() => sendHandleSync(c, p1.fileno())).toThrow(expect.objectContaining({ code: 'ERR_MULTIPROC_NOT_A_UNIX_SOCKET' }));
+    await expect(c.send({ conn: p2 })).rejects.toMatchObject({ code: 'ERR_MULTIPROC_NOT_A_UNIX_SOCKET' });
+    c.sendSync('still usable');
+    expect(a.recvSync()).toBe('still usable');
+    for (const x of [p1, p2, a, c]) x.close();
+    l.close();
+  });
+
   test('AF_INET: port 0 picks a port, address gives the real one, lastAccepted the client', async () => {
     const l = new Listener({ address: ['127.0.0.1', 0] });
     const [host, port] = l.address as [string, number];

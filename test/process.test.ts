@@ -887,3 +887,15 @@ describe('start methods and contexts', () => {
     expect(err.message).toContain('"modules"');
   });
 });
+
+describe('join() keeps the program alive', () => {
+  test('awaiting join() of a daemon child keeps the event loop alive until the child ends', () => {
+    const script = `const mp = require(${JSON.stringify(path.join(__dirname, '..', 'dist', 'index.js'))});
+      const p = new mp.Process({ target: () => new Promise((r) => setTimeout(r, 300)), daemon: true });
+      p.start();
+      p.join().then(() => console.log('joined', p.exitCode));`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60000 });
+    expect(r.stdout).toBe('joined 0\n');
+    expect(r.status).toBe(0);
+  });
+});

@@ -272,6 +272,25 @@ describe('Lock', () => {
   });
 });
 
+describe('Lock released by another process', () => {
+  test('a process that releases a Lock it did not acquire, then acquires it, owns it', async () => {
+    const lock = new sync.Lock({ ctx: mp.getContext('fork') });
+    lock.acquireSync();
+    lock.release();
+    const p = new (mp.getContext('fork').Process)({ target: () => { lock.acquireSync(); } });
+    p.start();
+    await p.join();
+    expect(p.exitCode).toBe(0);
+    lock.release();                 // acquired by the child, released here (Python allows it)
+    expect(lock.acquireSync(false)).toBe(true);
+    const cond = new sync.Condition(lock, { ctx: mp.getContext('fork') });
+    expect(() => cond.notify()).not.toThrow();   // the lock is ours now
+    lock.release();
+    expect(lock.acquireSync(false)).toBe(true);
+    lock.release();
+  });
+});
+
 describe('RLock', () => {
   test('the owner acquires again and must release as many times (test_rlock)', async () => {
     const lock = new sync.RLock(forkCtx());
