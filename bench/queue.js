@@ -7,7 +7,7 @@
 // - multiproc Queue, fork child: `await q.put(item)` in the child, `await q.get()` here;
 // - the same with the Sync forms on both sides (putSync / getSync);
 // - the Promise forms with a spawn child (the queue travels as its shared memory's descriptor);
-// - Python's mp.Queue (bench/py/queue.py, fork child, put / get);
+// - Python's mp.Queue (bench/py/queue_bench.py, fork child, put / get);
 // - Node's child_process IPC: the child process.send()s each item ('json' serialization).
 // Each implementation runs once per round, rounds interleaved, so that a change in the
 // machine's load hits every row alike. Each sample is one run, in items per second.

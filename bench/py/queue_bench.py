@@ -1,22 +1,15 @@
 """Peer of bench/queue.js: Python's multiprocessing.Queue throughput.
 
-usage: queue.py N_ITEMS RUNS
+usage: queue_bench.py N_ITEMS RUNS
 One producer process (fork) puts N_ITEMS small dicts ({'i': i, 'name': 'item'}) and then None;
 the parent gets them all. The clock runs from the parent's "go" (the child is running: it said
 "ready" on a Pipe and waits for the go) until the parent has received None. Prints one JSON line:
 {"impl": "python Queue", "unit": "items/s", "samples": [...]}.
 """
-import os
+import json
+import multiprocessing as mp
 import sys
-
-# This file shares its name with the standard library's queue module, which multiprocessing
-# imports: take this file's directory off the module path first.
-_here = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-
-import json  # noqa: E402
-import multiprocessing as mp  # noqa: E402
-import time  # noqa: E402
+import time
 
 
 def produce(q, go, n):
