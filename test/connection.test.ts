@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { rejectsWith, throwsWith } from './helpers/expect-error';
 import * as v8 from 'node:v8';
 import * as C from '../dist/connection';
 import * as mp from '../dist/index';
@@ -80,32 +81,7 @@ async function finish(p: mp.Process, code = 0): Promise<void> {
   p.close();
 }
 
-/** Expects `fn` (or a promise) to fail with an error of this name (and code). */
-async function rejectsWith(promise: Promise<unknown>, name: string, code?: string): Promise<any> {
-  let err: any = null;
-  try {
-    await promise;
-  } catch (e) {
-    err = e;
-  }
-  expect(err).not.toBeNull();
-  expect(err.name).toBe(name);
-  if (code !== undefined) expect(err.code).toBe(code);
-  return err;
-}
 
-function throwsWith(fn: () => unknown, name: string, code?: string): any {
-  let err: any = null;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).not.toBeNull();
-  expect(err.name).toBe(name);
-  if (code !== undefined) expect(err.code).toBe(code);
-  return err;
-}
 
 /**
  * Checks that a block of tests closes every descriptor it opens. With a start method, a first

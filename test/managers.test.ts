@@ -14,6 +14,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { probeStartMethods } from './helpers/start-methods';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import * as mp from '../dist/index';
@@ -26,18 +27,7 @@ type AnyProcess = InstanceType<typeof mp.Process>;
 const METHODS: StartMethod[] = ['fork', 'spawn', 'forkserver'];
 const fixtures = path.join(__dirname, 'fixtures');
 
-interface Probe { method: StartMethod; available: boolean; reason?: string }
-function probe(method: StartMethod): Probe {
-  const r = spawnSync(process.execPath, [path.join(fixtures, 'proc-probe.js'), method], { encoding: 'utf8', timeout: 60000 });
-  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
-  if (r.status === 0 && last.startsWith('{')) return JSON.parse(last) as Probe;
-  return { method, available: true, reason: `probe failed (status ${r.status}): ${r.stderr}` };
-}
-const availability = Object.fromEntries(METHODS.map((m) => [m, probe(m)])) as Record<StartMethod, Probe>;
-const unavailable = METHODS.filter((m) => !availability[m].available);
-if (unavailable.length > 0) {
-  console.warn(`managers.test.ts: tests SKIPPED under ${unavailable.map((m) => `'${m}' (${availability[m].reason})`).join(', ')}`);
-}
+const availability = probeStartMethods('managers.test.ts', METHODS);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.

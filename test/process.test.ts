@@ -18,6 +18,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { probeStartMethods } from './helpers/start-methods';
 import * as v8 from 'node:v8';
 import * as mp from '../dist/index';
 import { native } from '../dist/native';
@@ -42,19 +43,7 @@ interface SelfReport {
 // ---------------------------------------------------------------------------------------------
 // Which start methods can start a process yet (probed once, in a fresh node).
 
-interface Probe { method: StartMethod; available: boolean; reason?: string }
-function probe(method: StartMethod): Probe {
-  const r = spawnSync(process.execPath, [path.join(fixtures, 'proc-probe.js'), method], { encoding: 'utf8', timeout: 60000 });
-  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
-  if (r.status === 0 && last.startsWith('{')) return JSON.parse(last) as Probe;
-  // Present but failing: run the tests, which will show what is wrong.
-  return { method, available: true, reason: `probe failed (status ${r.status}): ${r.stderr}` };
-}
-const availability = Object.fromEntries(METHODS.map((m) => [m, probe(m)])) as Record<StartMethod, Probe>;
-const unavailable = METHODS.filter((m) => !availability[m].available);
-if (unavailable.length > 0) {
-  console.warn(`process.test.ts: tests SKIPPED under ${unavailable.map((m) => `'${m}' (${availability[m].reason})`).join(', ')}`);
-}
+const availability = probeStartMethods('process.test.ts', METHODS);
 
 /** Per-method stress size: 1000 under fork; MULTIPROC_STRESS_SCALE or 100 (spawn) / 1000 (forkserver). */
 function stressCount(method: StartMethod): number {

@@ -13,6 +13,8 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { rejectsWith, throwsWith } from './helpers/expect-error';
+import { probeStartMethods } from './helpers/start-methods';
 import * as mp from '../dist/index';
 import * as sync from '../dist/synchronize';
 
@@ -30,18 +32,7 @@ const SCALE = Math.max(1, Number(process.env.MULTIPROC_STRESS_SCALE) || 1);
 // ---------------------------------------------------------------------------------------------
 // Which start methods can start a process yet (probed once, in a fresh node).
 
-interface Probe { method: StartMethod; available: boolean; reason?: string }
-function probe(method: StartMethod): Probe {
-  const r = spawnSync(process.execPath, [path.join(fixtures, 'proc-probe.js'), method], { encoding: 'utf8', timeout: 60000 });
-  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
-  if (r.status === 0 && last.startsWith('{')) return JSON.parse(last) as Probe;
-  return { method, available: true, reason: `probe failed (status ${r.status}): ${r.stderr}` };
-}
-const availability = Object.fromEntries(METHODS.map((m) => [m, probe(m)])) as Record<StartMethod, Probe>;
-const unavailable = METHODS.filter((m) => !availability[m].available);
-if (unavailable.length > 0) {
-  console.warn(`queues.test.ts: child tests SKIPPED under ${unavailable.map((m) => `'${m}' (${availability[m].reason})`).join(', ')}`);
-}
+const availability = probeStartMethods('queues.test.ts', METHODS);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -62,31 +53,7 @@ async function finish(p: mp.Process, code = 0): Promise<void> {
   p.close();
 }
 
-async function rejectsWith(promise: Promise<unknown>, name: string, code?: string): Promise<any> {
-  let err: any = null;
-  try {
-    await promise;
-  } catch (e) {
-    err = e;
-  }
-  expect(err).not.toBeNull();
-  expect(err.name).toBe(name);
-  if (code !== undefined) expect(err.code).toBe(code);
-  return err;
-}
 
-function throwsWith(fn: () => unknown, name: string, code?: string): any {
-  let err: any = null;
-  try {
-    fn();
-  } catch (e) {
-    err = e;
-  }
-  expect(err).not.toBeNull();
-  expect(err.name).toBe(name);
-  if (code !== undefined) expect(err.code).toBe(code);
-  return err;
-}
 
 /** Runs `node test/fixtures/<file> ...args` and parses the JSON line it prints. */
 function program(file: string, args: string[]): Promise<any> {

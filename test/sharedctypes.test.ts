@@ -526,4 +526,3 @@ describe('the shared heap', () => {
     arrays.forEach((a, i) => expect(new Uint8Array(a.buffer).every((x) => x === i + 1)).toBe(true));
   });
 });
-});

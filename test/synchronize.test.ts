@@ -13,6 +13,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { probeStartMethods } from './helpers/start-methods';
 import * as mp from '../dist/index';
 import * as posix from '../dist/posix';
 import * as sync from '../dist/synchronize';
@@ -32,18 +33,7 @@ const FORK_CONTEXT_MESSAGE = 'A SemLock created in a fork context is being share
 // ---------------------------------------------------------------------------------------------
 // Which start methods can start a process yet (probed once, in a fresh node).
 
-interface Probe { method: StartMethod; available: boolean; reason?: string }
-function probe(method: StartMethod): Probe {
-  const r = spawnSync(process.execPath, [path.join(fixtures, 'proc-probe.js'), method], { encoding: 'utf8', timeout: 60000 });
-  const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
-  if (r.status === 0 && last.startsWith('{')) return JSON.parse(last) as Probe;
-  return { method, available: true, reason: `probe failed (status ${r.status}): ${r.stderr}` };
-}
-const availability = Object.fromEntries(METHODS.map((m) => [m, probe(m)])) as Record<StartMethod, Probe>;
-const unavailable = METHODS.filter((m) => !availability[m].available);
-if (unavailable.length > 0) {
-  console.warn(`synchronize.test.ts: tests SKIPPED under ${unavailable.map((m) => `'${m}' (${availability[m].reason})`).join(', ')}`);
-}
+const availability = probeStartMethods('synchronize.test.ts', METHODS);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
