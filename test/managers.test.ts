@@ -14,6 +14,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { caught } from './helpers/expect-error';
 import { probeStartMethods } from './helpers/start-methods';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
@@ -42,14 +43,6 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 
   }
 }
 
-async function caught(fn: () => unknown): Promise<Error & { code?: string }> {
-  try {
-    await fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
 
 const started: AnyProcess[] = [];
 const managers: mp.BaseManager[] = [];

@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { caught, caughtSync } from './helpers/expect-error';
 import * as mp from '../dist/index';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -64,23 +65,7 @@ function alive(pid: number): boolean {
   return true;
 }
 
-async function caught(fn: () => unknown): Promise<Error & Record<string, any>> {
-  try {
-    await fn();
-  } catch (err) {
-    return err as Error & Record<string, any>;
-  }
-  throw new Error('expected an error, got none');
-}
 
-function caughtSync(fn: () => unknown): Error & Record<string, any> {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error & Record<string, any>;
-  }
-  throw new Error('expected an error, got none');
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

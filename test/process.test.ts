@@ -18,6 +18,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { caught, caughtSync } from './helpers/expect-error';
 import { probeStartMethods } from './helpers/start-methods';
 import * as v8 from 'node:v8';
 import * as mp from '../dist/index';
@@ -130,24 +131,7 @@ async function untilGone(pid: number, ms = 15000): Promise<boolean> {
   return true;
 }
 
-/** The error `fn` throws (or the promise it returns rejects with); fails if there is none. */
-async function caught(fn: () => unknown): Promise<Error & { code?: string }> {
-  try {
-    await fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
 
-function caughtSync(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
 
 // ---------------------------------------------------------------------------------------------
 // The suite, under each start method.

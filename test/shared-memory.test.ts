@@ -7,6 +7,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { caughtSync } from './helpers/expect-error';
 import * as mp from '../dist/index';
 import * as posix from '../dist/posix';
 import * as sync from '../dist/synchronize';
@@ -57,14 +58,6 @@ function list<T extends mp.ShareableValue>(seq: T[] | null, opts?: { name?: stri
   return sl;
 }
 
-function caughtSync(fn: () => unknown): Error & { code?: string; syscall?: string; path?: string } {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
 
 async function run(method: StartMethod, target: unknown, args: unknown[] = []): Promise<number | null> {
   const p = new (mp.getContext(method).Process)({ target: target as (...a: any[]) => unknown, args });

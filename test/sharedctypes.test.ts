@@ -11,6 +11,7 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { caughtSync } from './helpers/expect-error';
 import * as mp from '../dist/index';
 import * as sync from '../dist/synchronize';
 import { getHeap } from '../dist/heap';
@@ -45,14 +46,6 @@ afterAll(() => {
   sync._finalizeAll();
 });
 
-function caughtSync(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
 
 /** Runs `target(...args)` in a child of `method`'s context to the end; returns its exit code. */
 async function run(method: StartMethod, target: unknown, args: unknown[] = []): Promise<number | null> {

@@ -13,6 +13,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { caught, caughtSync } from './helpers/expect-error';
 import { probeStartMethods } from './helpers/start-methods';
 import * as mp from '../dist/index';
 import * as posix from '../dist/posix';
@@ -49,24 +50,7 @@ async function until(cond: () => boolean, what: string, ms = 60000): Promise<voi
   }
 }
 
-/** The error `fn` throws or rejects with; fails when there is none. */
-async function caught(fn: () => unknown): Promise<Error & { code?: string }> {
-  try {
-    await fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
 
-function caughtSync(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected an error, got none');
-}
 
 const started: AnyProcess[] = [];
 const segments: string[] = [];

@@ -28,3 +28,23 @@ export function throwsWith(fn: () => unknown, name: string, code?: string): any 
   if (code !== undefined) expect(err.code).toBe(code);
   return err;
 }
+
+/** The error `fn` throws or its promise rejects with; fails the test when there is none. */
+export async function caught(fn: () => unknown): Promise<Error & Record<string, any>> {
+  try {
+    await fn();
+  } catch (err) {
+    return err as Error & Record<string, any>;
+  }
+  throw new Error('expected an error, got none');
+}
+
+/** The error `fn` throws; fails the test when there is none. */
+export function caughtSync(fn: () => unknown): Error & Record<string, any> {
+  try {
+    fn();
+  } catch (err) {
+    return err as Error & Record<string, any>;
+  }
+  throw new Error('expected an error, got none');
+}
