@@ -527,6 +527,8 @@ export class Connection {
   #readable: boolean;
   #writable: boolean;
   /** A socket: MSG_DONTWAIT per call, SCM_RIGHTS. */
+  /** True for an AF_INET socket (no SCM_RIGHTS); found on first need. */
+  #overTcp: boolean | undefined;
   readonly #isSocket: boolean;
   /** A SOCK_SEQPACKET socket: frames are records (see FIRST_RECORD). */
   readonly #records: boolean;
@@ -884,7 +886,9 @@ export class Connection {
 
   /** SCM_RIGHTS exists only on Unix sockets: over TCP the kernel would drop the descriptors. */
   #checkUnixSocket(what: string): void {
-    if (Array.isArray(S.sockName(this.#fd))) {
+    // The family never changes: ask the kernel once per connection.
+    this.#overTcp ??= Array.isArray(S.sockName(this.#fd));
+    if (this.#overTcp) {
       const e = new TypeError(`${what}: descriptors travel only over Unix sockets (a Pipe, or a Listener/Client with an AF_UNIX address), not over TCP`);
       (e as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_NOT_A_UNIX_SOCKET';
       throw e;
