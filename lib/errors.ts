@@ -141,3 +141,31 @@ export class WorkerLostError extends ProcessError {}
 export class RuntimeError extends MultiprocError {}
 /** Recv on a connection whose peer closed. */
 export class EOFError extends MultiprocError {}
+/**
+ * A Lock or RLock whose holder process died without releasing it (killed, or exited holding
+ * it). Thrown (or rejected) by the `acquire` that found it out, after it has freed the lock:
+ * what the lock protected may be half-updated. `code` is 'EOWNERDEAD', `pid` the dead holder.
+ */
+export class OwnerDiedError extends RuntimeError {
+  readonly code = 'EOWNERDEAD';
+  /** @param pid The process that held the lock when it died. */
+  constructor(readonly pid: number) {
+    super(`the process that held this lock (pid ${pid}) died without releasing it; the lock was released for it, ` +
+      'but what it protected may be inconsistent');
+  }
+}
+
+/** Whether `pid` is a live process (a zombie is not): the check behind taking back a dead holder's lock. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = (require('node:fs') as typeof import('node:fs')).readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return true;  // no /proc: kill() said it exists
+  }
+}

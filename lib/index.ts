@@ -20,7 +20,7 @@ import type { StartMethod } from './context';
 
 export {
   MultiprocError, ProcessError, BufferTooShort, AuthenticationError, TimeoutError, Empty, Full, BrokenBarrierError,
-  WorkerLostError, RuntimeError, EOFError,
+  WorkerLostError, RuntimeError, EOFError, OwnerDiedError,
 } from './errors';
 export { Process, ProcessStateError, currentProcess, parentProcess, activeChildren, cpuCount } from './process';
 export type { ProcessOptions, StartMethod } from './process';

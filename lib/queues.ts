@@ -69,7 +69,7 @@ import * as fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { decodeValue, encodeValue } from './connection';
 import { defineFactory } from './context';
-import { Empty, Full, RuntimeError, validateBoolean, validateInteger, validateObject, validateTimeout } from './errors';
+import { Empty, Full, RuntimeError, processAlive, validateBoolean, validateInteger, validateObject, validateTimeout } from './errors';
 import { registerAfterFork } from './fork';
 import { native } from './native';
 import { registerChildExitHook } from './process';
@@ -1574,21 +1574,6 @@ export abstract class QueueBase<T> {
   static _live(id: string): QueueBase<unknown> | null {
     const q = live.get(id)?.deref();
     return q && !q.#closed ? q : null;
-  }
-}
-
-/** Whether `pid` is a live process (a zombie is not): the check behind taking back a dead owner's lock. */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
-  } catch {
-    return true;  // no /proc: kill() said it exists
   }
 }
 

@@ -69,7 +69,7 @@ import { inspect } from 'node:util';
 import { native } from './native';
 import type { NativeSemaphore } from './native';
 import {
-  BrokenBarrierError, RuntimeError, systemError, validateBoolean, validateFunction, validateInteger, validateObject,
+  BrokenBarrierError, OwnerDiedError, RuntimeError, processAlive, systemError, validateBoolean, validateFunction, validateInteger, validateObject,
   validateTimeout, argMessage,
 } from './errors';
 import { registerAfterFork } from './fork';
@@ -79,7 +79,7 @@ import * as tracker from './resource-tracker';
 import { defaultContext, defineFactory } from './context';
 import { currentProcess } from './process';
 
-export { BrokenBarrierError } from './errors';
+export { BrokenBarrierError, OwnerDiedError } from './errors';
 
 /** CPython's SemLock kinds. */
 export const RECURSIVE_MUTEX = 0;
@@ -139,6 +139,15 @@ const SPIN = 200;
 const VALUE = 0;
 const NWAITERS = 1;
 const PRIVATE = 2;
+/**
+ * The pid of a lock's holder (0: none known), in the spare half of glibc's 32-byte sem_t (its
+ * `struct new_sem` uses the first 16 bytes; sem_open zero-fills the rest and nothing reads it).
+ * Written on every acquire and cleared on every release of a Lock or RLock: a waiter that has
+ * slept OWNER_CHECK_MS finds a holder that died holding the lock (see `#ownerDied`).
+ */
+const OWNER = 4;
+/** How long a waiter for a Lock or RLock sleeps between checks that its holder is alive. */
+const OWNER_CHECK_MS = 200;
 /** glibc's `private` field of a process-shared semaphore (FUTEX_PRIVATE_FLAG, i.e. shared). */
 const GLIBC_FUTEX_SHARED = 128;
 /** No libc keeps more than this in sem_t: our words start after it. */
@@ -240,7 +249,7 @@ function detectLayout(): Layout {
     const buf = mapSemFile(name, 16, false, false);
     if (buf === null || buf.length > SEM_T_MAX) return layout;
     const w = int32View(buf);
-    let ok = w[VALUE] === 5 && w[NWAITERS] === 0 && w[PRIVATE] === GLIBC_FUTEX_SHARED;
+    let ok = w.length >= 8 && w[VALUE] === 5 && w[NWAITERS] === 0 && w[PRIVATE] === GLIBC_FUTEX_SHARED && w[OWNER] === 0;
     ok = ok && sem.tryWait() && w[VALUE] === 4;
     ok = ok && Atomics.compareExchange(w, VALUE, 4, 3) === 4 && sem.getValue() === 3;
     sem.post();
@@ -465,6 +474,11 @@ export class SemLock implements Reducible {
    * it was 1 already), one locked instruction each instead of a load and a compare-and-swap.
    */
   readonly #binary: boolean;
+  /**
+   * A Lock or RLock on the fast path: its holder's pid is kept in the OWNER word, and a waiter
+   * takes back a lock whose holder died (OwnerDiedError). Semaphores have no holder.
+   */
+  readonly #ownerTracked: boolean;
   /** Created in a fork context: the name is gone, only forked children can share it. */
   readonly #forkOnly: boolean;
   /** Acquisitions minus releases by this process (CPython's `count`), and who made them. */
@@ -533,6 +547,9 @@ export class SemLock implements Reducible {
     this.#page = this.#buf ? int32View(this.#buf) : null;
     this.#w = fast ? this.#page : null;
     this.#binary = this.#w !== null && this.#maxvalue === 1;
+    const cls = new.target as unknown;
+    this.#ownerTracked = this.#binary && (cls === Lock || cls === RLock ||
+      (cls as typeof SemLock).prototype instanceof Lock || (cls as typeof SemLock).prototype instanceof RLock);
     remember(`${reducedClassName(this)}:${this.#name}`, this);
   }
 
@@ -582,6 +599,7 @@ export class SemLock implements Reducible {
         return true;
       }
       if (this.#binary ? Atomics.exchange(w, VALUE, 0) === 1 : casDown(w)) {
+        if (this.#binary) w[OWNER] = myPid;
         if (this.#owner === myPid) this.#count++;
         else this.#newOwner();
         return true;
@@ -608,6 +626,7 @@ export class SemLock implements Reducible {
     // The fast path (a Lock, an RLock's last release) is kept small so that it inlines.
     if (this.#binary && (this.#kind === SEMAPHORE || (this.#count === 1 && this.#owner === myPid))) {
       const w = this.#w as Int32Array;
+      w[OWNER] = 0;
       if (Atomics.exchange(w, VALUE, 1) !== 0) throw tooMany();
       // A Lock may be released by a process that did not acquire it: its count stays at 0.
       if (this.#count > 0) this.#count--;
@@ -628,6 +647,7 @@ export class SemLock implements Reducible {
     }
     const w = this.#w;
     if (this.#binary) {
+      (w as Int32Array)[OWNER] = 0;
       if (Atomics.exchange(w as Int32Array, VALUE, 1) !== 0) throw tooMany();
       if (Atomics.load(w as Int32Array, NWAITERS) !== 0) native.futexWake(w as Int32Array, VALUE, 1);
     } else {
@@ -673,6 +693,7 @@ export class SemLock implements Reducible {
   }
 
   #took(): void {
+    if (this.#binary) (this.#w as Int32Array)[OWNER] = myPid;
     if (this.#owner !== myPid) {
       this.#owner = myPid;
       this.#count = 0;
@@ -696,20 +717,29 @@ export class SemLock implements Reducible {
       if (ok) this.#took();
       return ok;
     }
-    const deadline = ms === undefined ? Infinity : now() + ms;
+    const start = now();
+    const deadline = ms === undefined ? Infinity : start + ms;
+    let nextCheck = this.#ownerTracked ? start + OWNER_CHECK_MS : Infinity;
     for (;;) {
       for (let i = 0; i < SPIN; i++) {
         if (Atomics.load(w, VALUE) > 0 && this._tryAcquire()) return true;
       }
       if (this._tryAcquire()) return true;
-      const remaining = deadline - now();
+      const t = now();
+      const remaining = deadline - t;
       if (remaining <= 0) {
         passOnWake(w);
         return false;
       }
+      if (t >= nextCheck) {
+        const died = this.#ownerDied();
+        if (died !== null) throw died;
+        nextCheck = t + OWNER_CHECK_MS;
+      }
+      const slice = Math.min(remaining, nextCheck - t);
       Atomics.add(w, NWAITERS, 1);
       try {
-        if (Atomics.load(w, VALUE) === 0) native.futexWait(w, VALUE, 0, remaining === Infinity ? -1 : remaining);
+        if (Atomics.load(w, VALUE) === 0) native.futexWait(w, VALUE, 0, slice === Infinity ? -1 : Math.max(1, slice));
       } finally {
         Atomics.sub(w, NWAITERS, 1);
       }
@@ -730,7 +760,9 @@ export class SemLock implements Reducible {
       });
       return;
     }
-    const deadline = ms === undefined ? Infinity : now() + ms;
+    const start = now();
+    const deadline = ms === undefined ? Infinity : start + ms;
+    let nextCheck = this.#ownerTracked ? start + OWNER_CHECK_MS : Infinity;
     Atomics.add(w, NWAITERS, 1);
     const unregister = whileWaiting(() => Atomics.sub(w, NWAITERS, 1));
     let done = false;
@@ -746,14 +778,37 @@ export class SemLock implements Reducible {
       if (err) { finish(err, false); return; }
       try {
         if (this._tryAcquire()) { finish(null, true); return; }
-        const remaining = deadline - now();
+        const t = now();
+        const remaining = deadline - t;
         if (remaining <= 0) { finish(null, false); return; }
-        native.futexWaitAsync(w, VALUE, 0, remaining === Infinity ? -1 : remaining, attempt);
+        if (t >= nextCheck) {
+          const died = this.#ownerDied();
+          if (died !== null) { finish(died, false); return; }
+          nextCheck = t + OWNER_CHECK_MS;
+        }
+        const slice = Math.min(remaining, nextCheck - t);
+        native.futexWaitAsync(w, VALUE, 0, slice === Infinity ? -1 : Math.max(1, slice), attempt);
       } catch (e) {
         finish(e, false);
       }
     };
     attempt(null);
+  }
+
+  /**
+   * A waiter's check that the lock's holder is alive. A holder that died (a zombie counts as
+   * dead) cannot release: the first waiter to see it clears OWNER (a compare-and-swap, so one
+   * waiter does this once), frees the lock, wakes a sleeper, and gets the error to throw. A
+   * holder whose pid was reused by a new process is not detected (the wait goes on, as Python's).
+   */
+  #ownerDied(): OwnerDiedError | null {
+    const w = this.#w as Int32Array;
+    const pid = Atomics.load(w, OWNER);
+    if (pid <= 0 || pid === myPid || Atomics.load(w, VALUE) !== 0 || processAlive(pid)) return null;
+    if (Atomics.compareExchange(w, OWNER, pid, 0) !== pid) return null;
+    Atomics.store(w, VALUE, 1);
+    if (Atomics.load(w, NWAITERS) !== 0) native.futexWake(w, VALUE, 1);
+    return new OwnerDiedError(pid);
   }
 
   /** @internal Held by this process (CPython's `_is_mine`). */

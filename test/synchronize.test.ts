@@ -696,6 +696,37 @@ describe.each(METHODS)('across processes under the %s start method', (method) =>
       lock.release();
     });
 
+    t('a holder that exits holding a Lock or RLock: a waiter gets OwnerDiedError naming it, and the lock is free again', async () => {
+      for (const Cls of [sync.Lock, sync.RLock]) {
+        for (const how of ['sync', 'sync with a timeout', 'async']) {
+          const lock = new Cls(o());
+          expect(await run(method, targets.acquireAndLeave, [lock])).toBe(0);
+          // A non-blocking acquire does not wait, so it does not look for the holder.
+          expect(lock.acquireSync(false)).toBe(false);
+          const t0 = Date.now();
+          const err = how === 'async' ? await caught(() => lock.acquire())
+            : caughtSync(() => (how === 'sync' ? lock.acquireSync() : lock.acquireSync(true, 30000)));
+          expect([Cls.name, how, err.name, err.code]).toEqual([Cls.name, how, 'OwnerDiedError', 'EOWNERDEAD']);
+          expect(err.pid).toBeGreaterThan(0);
+          expect(err.pid).not.toBe(process.pid);
+          expect(err.message).toContain(`pid ${err.pid}`);
+          expect(Date.now() - t0).toBeLessThan(20000);
+          expect(lock.acquireSync(false)).toBe(true);
+          lock.release();
+        }
+      }
+    });
+
+    t('a short timed wait on a Lock whose holder is gone just times out (the holder is checked every 200 ms)', async () => {
+      const lock = new sync.Lock(o());
+      expect(await run(method, targets.acquireAndLeave, [lock])).toBe(0);
+      expect(lock.acquireSync(true, 50)).toBe(false);
+      expect(await lock.acquire({ timeout: 50 })).toBe(false);
+      expect(caughtSync(() => lock.acquireSync()).name).toBe('OwnerDiedError');
+      expect(lock.acquireSync(false)).toBe(true);
+      lock.release();
+    });
+
     t('releasing an unheld Lock in a child throws there; so does releasing the parent\'s RLock', async () => {
       const lock = new sync.Lock(o());
       expect(await run(method, targets.releaseUnheld, [lock])).toBe(0);
