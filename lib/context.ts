@@ -146,10 +146,16 @@ export interface BaseContext {
   Value<T extends TypeCode>(typecode: T, opts: { lock: false }): SharedValue<ElementOf<T>>;
   /** A zero-initialised shared value wrapped with a lock. */
   Value<T extends TypeCode>(typecode: T, opts: { lock?: true | LockLike }): Synchronized<ElementOf<T>>;
+  /** A shared value with a lock or without one (`lock` known only at run time: a boolean, a Lock or an RLock). */
+  Value<T extends TypeCode>(typecode: T, init?: ValueInit | { lock?: boolean | LockLike },
+                            opts?: { lock?: boolean | LockLike }): Synchronized<ElementOf<T>> | SharedValue<ElementOf<T>>;
   /** A shared typed array of C type `typecode` (a length or initial values), wrapped with a lock (a new RLock of this context unless given). */
   Array<T extends TypeCode>(typecode: T, sizeOrInit: SizeOrInit, opts?: { lock?: true | LockLike }): SynchronizedArray<TypedArrayOf<T>>;
   /** A shared typed array of C type `typecode` without a lock (`lock: false`). */
   Array<T extends TypeCode>(typecode: T, sizeOrInit: SizeOrInit, opts: { lock: false }): RawSharedArray<TypedArrayOf<T>>;
+  /** A shared typed array with a lock or without one (`lock` known only at run time: a boolean, a Lock or an RLock). */
+  Array<T extends TypeCode>(typecode: T, sizeOrInit: SizeOrInit,
+                            opts?: { lock?: boolean | LockLike }): SynchronizedArray<TypedArrayOf<T>> | RawSharedArray<TypedArrayOf<T>>;
   /** A shared value of C type `typecode` with no lock (Python's `RawValue`). */
   RawValue<T extends TypeCode>(typecode: T, init?: ValueInit): SharedValue<ElementOf<T>>;
   /** A shared typed array of C type `typecode` with no lock (Python's `RawArray`). */

@@ -62,6 +62,7 @@ import { locate, resolveRef } from './spawn';
 import type { NamedRef } from './spawn';
 import { SharedMemory, ShareableList } from './shared-memory';
 import type { ShareableValue } from './shared-memory';
+import type { BigIntTypeCode, TypeCode } from './sharedctypes';
 import * as tracker from './resource-tracker';
 
 // ---------------------------------------------------------------------------------------------
@@ -2400,7 +2401,7 @@ export class BaseManager implements Reducible {
    * Under spawn and forkserver the server process finds `callable` by name: export it from its
    * module (the one calling register(), or `opts.module`). Python's `BaseManager.register`.
    */
-  static register(typeid: string, callable?: ((...args: any[]) => unknown) | null, opts?: RegisterOptions): void {
+  static register(typeid: string, callable?: ((...args: any[]) => unknown) | (new (...args: any[]) => unknown) | null, opts?: RegisterOptions): void {
     validateString(typeid, 'typeid');
     if (callable !== undefined && callable !== null) validateFunction(callable, 'callable');
     const o = opts === undefined || opts === null ? {} : validateObject(opts, 'opts') as RegisterOptions;
@@ -2419,7 +2420,7 @@ export class BaseManager implements Reducible {
     }
     const module = o.module === undefined || o.module === null ? callerModule() : validateString(o.module, 'opts.module');
     if (!Object.prototype.hasOwnProperty.call(this, '_registry')) this._registry = new Map(this._registry);
-    this._registry.set(typeid, { typeid, callable: callable ?? null, exposed, methodToTypeid, proxytype, module });
+    this._registry.set(typeid, { typeid, callable: (callable ?? null) as RegistryEntry['callable'], exposed, methodToTypeid, proxytype, module });
     if (proxytype !== null) {
       if (!Object.prototype.hasOwnProperty.call(proxytype, kProxyKey)) {
         const file = module === null ? null : module.startsWith('file:') ? fileURLToPath(module) : module;
@@ -2669,16 +2670,31 @@ function callableRef(fn: ((...args: any[]) => unknown) | null, what: string, mod
  * Event, Barrier, queues, Value and Array, each made in the server and used through a proxy.
  */
 export class SyncManager extends BaseManager {
-  /** A Map (from a Map, [key, value] pairs or an object's properties). */
-  dict<K = any, V = any>(init?: Map<K, V> | Iterable<readonly [K, V]> | Record<string, V> | null): Promise<DictProxy<K, V>> {
+  // Without type arguments the factories below type their proxy's contents as `any`, not as
+  // what TypeScript would infer from the initial contents: like Python's, the proxies take any
+  // value later (`(await manager.list([1])).push('x')`). Type arguments type them strictly.
+  /**
+   * A Map (from a Map, [key, value] pairs or an object's properties). Keys and values are
+   * `any` unless given as type arguments: `manager.dict<string, number>()`.
+   */
+  dict(init?: Map<any, any> | Iterable<readonly [any, any]> | Record<string, any> | null): Promise<DictProxy<any, any>>;
+  /** A Map whose keys are `K` and values `V`. */
+  dict<K, V = any>(init?: Map<K, V> | Iterable<readonly [K, V]> | Record<string, V> | null): Promise<DictProxy<K, V>>;
+  dict(init?: unknown): Promise<DictProxy> {
     return this._create('dict', init === undefined ? [] : [init]);
   }
-  /** An Array (from any iterable). */
-  list<T = any>(init?: Iterable<T> | null): Promise<ListProxy<T>> {
+  /** An Array (from any iterable). Items are `any` unless given as a type argument: `manager.list<number>()`. */
+  list(init?: Iterable<any> | null): Promise<ListProxy<any>>;
+  /** An Array of `T` items. */
+  list<T>(init?: Iterable<T> | null): Promise<ListProxy<T>>;
+  list(init?: Iterable<unknown> | null): Promise<ListProxy> {
     return this._create('list', init === undefined ? [] : [Array.isArray(init) || init === null ? init : [...init]]);
   }
-  /** A namespace of named values. */
-  Namespace<T extends Record<string, any> = Record<string, any>>(init?: Partial<T>): Promise<NamespaceProxy<T>> {
+  /** A namespace of named values, any names and values unless typed: `manager.Namespace<{ x: number }>()`. */
+  Namespace(init?: Record<string, any> | null): Promise<NamespaceProxy<Record<string, any>>>;
+  /** A namespace whose names and values are those of `T`. */
+  Namespace<T extends Record<string, any>>(init?: Partial<T> | null): Promise<NamespaceProxy<T>>;
+  Namespace(init?: Record<string, unknown> | null): Promise<NamespaceProxy> {
     return this._create('Namespace', init === undefined ? [] : [init]);
   }
   /** A Lock (non-recursive; any client may release it). */
@@ -2717,12 +2733,25 @@ export class SyncManager extends BaseManager {
   JoinableQueue<T = any>(maxsize?: number): Promise<JoinableQueueProxy<T>> {
     return this._create('JoinableQueue', maxsize === undefined ? [] : [maxsize]);
   }
-  /** A value of any structured-clone type (`typecode` is kept, not enforced, as in Python). */
-  Value<T = any>(typecode: string, value: T, _opts?: { lock?: unknown }): Promise<ValueProxy<T>> {
+  /**
+   * A value of any structured-clone type (`typecode` is kept, not enforced, as in Python): the
+   * proxy's value is `any` unless given as a type argument, `manager.Value<number>('i', 0)`.
+   */
+  Value(typecode: string, value: any, opts?: { lock?: unknown }): Promise<ValueProxy<any>>;
+  /** A value of type `T`. */
+  Value<T>(typecode: string, value: T, opts?: { lock?: unknown }): Promise<ValueProxy<T>>;
+  Value(typecode: string, value: unknown, _opts?: { lock?: unknown }): Promise<ValueProxy> {
     return this._create('Value', [typecode, value]);
   }
-  /** A typed array of `typecode` ('i': Int32Array...), from a size or an iterable of numbers. */
-  Array<T extends number | bigint = number>(typecode: string, sizeOrInit: number | Iterable<T>, _opts?: { lock?: unknown }): Promise<ArrayProxy<T>> {
+  /** A typed array of `typecode` ('l', 'L', 'q', 'Q': BigInt64Array/BigUint64Array), from a size or an iterable of bigints. */
+  Array(typecode: BigIntTypeCode, sizeOrInit: number | Iterable<bigint>, opts?: { lock?: unknown }): Promise<ArrayProxy<bigint>>;
+  /** A typed array of `typecode` ('i': Int32Array, 'd': Float64Array...), from a size or an iterable of numbers. */
+  Array(typecode: Exclude<TypeCode, BigIntTypeCode>, sizeOrInit: number | Iterable<number>, opts?: { lock?: unknown }): Promise<ArrayProxy<number>>;
+  /** A typed array of a typecode known only at run time. */
+  Array(typecode: string, sizeOrInit: number | Iterable<number | bigint>, opts?: { lock?: unknown }): Promise<ArrayProxy<any>>;
+  /** A typed array whose elements are typed `T` (number, or bigint for 'l', 'L', 'q', 'Q'). */
+  Array<T extends number | bigint>(typecode: string, sizeOrInit: number | Iterable<T>, opts?: { lock?: unknown }): Promise<ArrayProxy<T>>;
+  Array(typecode: string, sizeOrInit: number | Iterable<number | bigint>, _opts?: { lock?: unknown }): Promise<ArrayProxy<any>> {
     return this._create('Array', [typecode, typeof sizeOrInit === 'number' || Array.isArray(sizeOrInit) ? sizeOrInit : [...sizeOrInit]]);
   }
 }
@@ -2759,10 +2788,16 @@ export class SharedMemoryManager extends BaseManager {
     return shm;
   }
 
-  /** A new ShareableList of `seq`'s items, unlinked at the manager's shutdown. */
-  async ShareableList<T extends ShareableValue = ShareableValue>(seq?: Iterable<T> | null): Promise<ShareableList<T>> {
+  /**
+   * A new ShareableList of `seq`'s items, unlinked at the manager's shutdown. Its items may be
+   * set to any ShareableValue later, unless typed: `smm.ShareableList<number>([1, 2])`.
+   */
+  ShareableList(seq?: Iterable<ShareableValue> | null): Promise<ShareableList<ShareableValue>>;
+  /** A new ShareableList of `T` items. */
+  ShareableList<T extends ShareableValue>(seq?: Iterable<T> | null): Promise<ShareableList<T>>;
+  async ShareableList(seq?: Iterable<ShareableValue> | null): Promise<ShareableList> {
     if (this._state !== 'started') throw notStarted('ShareableList()');
-    const sl = new ShareableList<T>(seq ?? []);
+    const sl = new ShareableList(seq ?? []);
     try {
       await this._callServer('trackSegment', [sl.shm.name]);
     } catch (e) {

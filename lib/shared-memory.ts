@@ -312,9 +312,10 @@ export class ShareableList<T extends ShareableValue = ShareableValue> implements
    * `new ShareableList(seq)` makes a list in a new segment (named `opts.name`, or a random name);
    * `new ShareableList(null, { name })` attaches to an existing one. `opts.track` is passed to
    * the SharedMemory (default true; an addition to Python's signature, for attaching from a
-   * process that is not part of the program that made the list).
+   * process that is not part of the program that made the list). `T` is not inferred from
+   * `seq`: items may be set to any ShareableValue later, unless typed (`new ShareableList<number>(…)`).
    */
-  constructor(seq?: Iterable<T> | null, opts?: { name?: string | null; track?: boolean }) {
+  constructor(seq?: Iterable<NoInfer<T>> | null, opts?: { name?: string | null; track?: boolean }) {
     if (opts !== undefined && opts !== null) validateObject(opts, 'opts');
     const name = opts?.name ?? null;
     const track = opts?.track === undefined ? true : validateBoolean(opts.track, 'opts.track');
