@@ -299,7 +299,7 @@ function decodeErrors(v: unknown, done: Map<object, unknown>): unknown {
   if (done.has(v)) return done.get(v);
   if (isMarker(v)) {
     const name = String(v.name);
-    const cls = errorClasses[name] ?? Error;
+    const cls = Object.prototype.hasOwnProperty.call(errorClasses, name) ? errorClasses[name] : Error;
     const e = Object.create(cls.prototype) as Error;
     done.set(v, e);
     const hidden = (key: string, value: unknown): void => {
@@ -312,7 +312,8 @@ function decodeErrors(v: unknown, done: Map<object, unknown>): unknown {
     for (const k of Object.keys(props)) {
       const value = decodeErrors(props[k], done);
       if (k === 'errors') hidden(k, value);
-      else (e as unknown as Record<string, unknown>)[k] = value;
+      // An own property even for '__proto__' (an assignment would replace the error's prototype).
+      else Object.defineProperty(e, k, { value, writable: true, configurable: true, enumerable: true });
     }
     if ('cause' in v) hidden('cause', decodeErrors(v.cause, done));
     return e;
@@ -401,6 +402,12 @@ function decode(data: Buffer, fds: number[] | null): unknown {
   throw connError(`not a message made by send(): a payload of ${data.length} bytes that is neither JSON nor v8 data` +
     ' (use recvBytes() for raw bytes)', 'ERR_MULTIPROC_BAD_MESSAGE');
 }
+
+/**
+ * 'localhost' and its subdomains are the loopback address (RFC 6761): known without asking the
+ * resolver, so the default Listener never waits for a name service in its (synchronous) constructor.
+ */
+const isLocalhost = (host: string): boolean => /^(?:[a-z0-9-]+\.)*localhost\.?$/i.test(host);
 
 /** A dotted-quad IPv4 address (node:net's isIPv4 without loading node:net). */
 const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
@@ -1690,10 +1697,16 @@ export interface ClientOptions {
   maxMessageSize?: number;
   /** Time allowed for the handshake in ms (default 20000; null: no limit). */
   authTimeout?: number | null;
+  /**
+   * Time allowed to connect in ms (default 20000; null: no limit): a Unix listener whose backlog
+   * stays full (it does not accept), or a TCP peer that never answers, fails with `ETIMEDOUT`.
+   */
+  connectTimeout?: number | null;
 }
 
 /** CPython's CONNECTION_TIMEOUT: "a very generous timeout when it comes to local connections". */
 const DEFAULT_AUTH_TIMEOUT = 20_000;
+const DEFAULT_CONNECT_TIMEOUT = 20_000;
 
 /** The family an address implies: [host, port] is AF_INET, a string AF_UNIX. */
 export function addressType(address: unknown): Family {
@@ -1709,9 +1722,16 @@ function validateInetAddress(address: unknown, name: string): [string, number] {
   return [host, port];
 }
 
-function unixName(address: string): Buffer {
+/** sockaddr_un's sun_path holds 108 bytes, a path's terminating NUL included. */
+const UNIX_PATH_MAX = 108;
+
+function unixName(address: string, syscall: 'bind' | 'connect'): Buffer {
   const b = Buffer.from(address, 'utf8');
   if (b.length === 0) throw new RangeError('Expected a non-empty path for "address"');
+  const max = UNIX_PATH_MAX - 1;
+  if (b.length > max) {
+    throw errors.systemError('ENAMETOOLONG', `name too long (a Unix socket address holds at most ${max} bytes, this one has ${b.length})`, syscall, address);
+  }
   return b;
 }
 
@@ -1793,7 +1813,7 @@ export class Listener {
         }
         const abstract = address.startsWith('\0');
         try {
-          S.sockBind(fd, family, unixName(address));
+          S.sockBind(fd, family, unixName(address, 'bind'));
         } catch (e) {
           if (o.address === undefined || o.address === null) unlinkQuietly(address);
           throw e;
@@ -1806,7 +1826,7 @@ export class Listener {
         this.#address = address;
       } else {
         const [host, port] = o.address === undefined || o.address === null ? ['localhost', 0] as [string, number] : validateInetAddress(o.address, 'opts.address');
-        const ip = host === '' ? '0.0.0.0' : isIPv4(host) ? host : S.resolveIPv4(host);
+        const ip = host === '' ? '0.0.0.0' : isIPv4(host) ? host : isLocalhost(host) ? '127.0.0.1' : S.resolveIPv4(host);
         S.sockBind(fd, family, ip, port);
         this.#address = addressText(S.sockName(fd), family);
       }
@@ -1935,16 +1955,31 @@ export class Listener {
   }
 }
 
-/** Resolves once a non-blocking connect on fd has finished (sockConnectResult tells how). */
-function connectDone(fd: number): Promise<void> {
+/**
+ * Resolves true once a non-blocking connect on fd has finished (sockConnectResult tells how), or
+ * false when `ms` pass first.
+ */
+function connectDone(fd: number, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | null = null;
     // A refused connect shows as POLLERR, which libuv reports as EBADF: either way it is done.
     const w = new native.FdWatcher(fd, () => {
       w.close();
-      resolve();
+      if (timer) clearTimeout(timer);
+      resolve(true);
     });
     w.start(WRITABLE);
+    if (ms !== Infinity) {
+      timer = setTimeout(() => {
+        w.close();
+        resolve(false);
+      }, Math.max(0, ms));
+    }
   });
+}
+
+function connectTimedOut(ms: number, description: string, why: string): Error {
+  return errors.systemError('ETIMEDOUT', `connection timed out after ${ms} ms (${why})`, 'connect', description);
 }
 
 /**
@@ -1959,32 +1994,40 @@ export async function Client(address: Address, opts?: ClientOptions): Promise<Co
   const authkey = o.authkey === undefined || o.authkey === null ? null : validateAuthkey(o.authkey);
   const maxMessageSize = o.maxMessageSize === undefined ? DEFAULT_SOCKET_MAX_MESSAGE : validateMaxMessageSize(o.maxMessageSize, 'opts.maxMessageSize');
   const authTimeout = authTimeoutOf(o.authTimeout, 'opts.authTimeout');
+  const connectTimeout = o.connectTimeout === undefined ? DEFAULT_CONNECT_TIMEOUT : validateTimeout(o.connectTimeout, 'opts.connectTimeout');
   let target: [Buffer | string, number | undefined];
   let description: string;
   if (family === 'AF_UNIX') {
     const p = validateString(address, 'address');
-    target = [unixName(p), undefined];
+    target = [unixName(p, 'connect'), undefined];
     description = p;
   } else {
     const [host, port] = validateInetAddress(address, 'address');
-    const ip = isIPv4(host) ? host : host === '' ? '127.0.0.1' : (await (require('node:dns') as typeof import('node:dns')).promises.lookup(host, { family: 4 })).address;
+    const ip = isIPv4(host) ? host : host === '' || isLocalhost(host) ? '127.0.0.1'
+      : (await (require('node:dns') as typeof import('node:dns')).promises.lookup(host, { family: 4 })).address;
     target = [ip, port];
     description = `${ip}:${port}`;
   }
   const fd = S.sockCreate(family);
   let conn: Connection;
   try {
-    // A Unix socket whose backlog is full says EAGAIN: try again shortly (Python would block).
+    const deadline = connectTimeout === undefined ? Infinity : Date.now() + connectTimeout;
+    // A Unix socket whose backlog is full says EAGAIN: try again shortly (Python would block),
+    // until the deadline: a listener that never accepts does not hold the caller forever.
     for (let delay = 1; ; delay = Math.min(delay * 2, 100)) {
       try {
         if (!S.sockConnect(fd, family, target[0], target[1])) {
-          await connectDone(fd);
+          if (!(await connectDone(fd, deadline - Date.now()))) {
+            throw connectTimedOut(connectTimeout!, description, 'no answer from the listener');
+          }
           S.sockConnectResult(fd, description);
         }
         break;
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-        await new Promise((r) => setTimeout(r, delay));
+        const left = deadline - Date.now();
+        if (left <= 0) throw connectTimedOut(connectTimeout!, description, "the listener's backlog stayed full: is it accepting?");
+        await new Promise((r) => setTimeout(r, Math.min(delay, left)));
       }
     }
     // Connected: blocking from now on, as a socketpair (the Sync forms block in the syscall).

@@ -6,7 +6,7 @@
  * start method; the plain `Process` uses the default context's method at start() time.
  * @module
  */
-import { RuntimeError, validateInstance, validateOneOf, validateString } from './errors';
+import { RuntimeError, validateBoolean, validateInstance, validateObject, validateOneOf, validateString } from './errors';
 import {
   Process, activeChildren, cpuCount, currentProcess, parentProcess, registerPopen, setDefaultMethodResolver,
 } from './process';
@@ -225,8 +225,10 @@ export class DefaultContext extends BaseContext {
   }
 
   override setStartMethod(method: StartMethod | null, opts?: { force?: boolean }): void {
-    if (this.#actual !== null && !opts?.force) throw new RuntimeError('context has already been set');
-    if ((method === null || method === undefined) && opts?.force) {
+    const o = opts === undefined || opts === null ? {} : validateObject(opts, 'opts') as { force?: boolean };
+    const force = o.force === undefined || o.force === null ? false : validateBoolean(o.force, 'opts.force');
+    if (this.#actual !== null && !force) throw new RuntimeError('context has already been set');
+    if ((method === null || method === undefined) && force) {
       this.#actual = null;
       return;
     }

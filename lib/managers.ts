@@ -54,7 +54,7 @@ import { defaultContext, defineFactory } from './context';
 import type { BaseContext } from './context';
 import { callerModule, currentProcess } from './process';
 import type { Process, StartMethod } from './process';
-import { dumps, loads, reduceSymbol, registerReducer } from './reduction';
+import { dumps, loadingTrusted, loads, reduceSymbol, registerReducer } from './reduction';
 import type { ReduceContext, Reducible } from './reduction';
 import { registerAfterFork } from './fork';
 import { native, packageRoot } from './native';
@@ -157,7 +157,7 @@ function rebuildError(rec: ErrorRecord): unknown {
   if (!rec || typeof rec !== 'object') return new RemoteError(`malformed error from the manager: ${inspect(rec)}`);
   if (!rec.isError) return rec.value;
   const name = String(rec.name ?? 'Error');
-  const cls = ERROR_CLASSES[name] ?? Error;
+  const cls = Object.prototype.hasOwnProperty.call(ERROR_CLASSES, name) ? ERROR_CLASSES[name] : Error;
   const e = Object.create(cls.prototype) as Error;
   const hidden = (key: string, value: unknown): void => {
     Object.defineProperty(e, key, { value, writable: true, configurable: true, enumerable: false });
@@ -167,7 +167,8 @@ function rebuildError(rec: ErrorRecord): unknown {
   if (e.name !== name) hidden('name', name);
   for (const [k, v] of Object.entries(rec.props ?? {})) {
     if (k === 'cause' || k === 'errors') hidden(k, v);
-    else (e as unknown as Record<string, unknown>)[k] = v;
+    // An own property even for '__proto__' (an assignment would replace the error's prototype).
+    else Object.defineProperty(e, k, { value: v, writable: true, configurable: true, enumerable: true });
   }
   return e;
 }
@@ -664,8 +665,11 @@ function proxyClassFor(key: string, exposed: readonly string[] | null): ProxyCla
     const name = key.slice(0, hash);
     const file = key.slice(hash + 1);
     try {
+      // Only this program's own parent (a spawn child's preparation) may make us load a module;
+      // from anyone else (a peer's message, a Queue), only a module already loaded is used.
       // eslint-disable-next-line @typescript-eslint/no-var-requires
-      const mod = require(file) as Record<string, unknown>;
+      const mod = (loadingTrusted() ? require(file) : require.cache[file]?.exports) as Record<string, unknown> | undefined;
+      if (!mod) return AutoProxy(exposed ?? []);
       const cls = mod[name] ?? (mod.default as Record<string, unknown> | undefined)?.[name];
       if (typeof cls === 'function' && (cls as ProxyClass).prototype instanceof BaseProxy) {
         proxyClasses.set(key, cls as ProxyClass);
@@ -2688,7 +2692,11 @@ export class SyncManager extends BaseManager {
   /** An Array of `T` items. */
   list<T>(init?: Iterable<T> | null): Promise<ListProxy<T>>;
   list(init?: Iterable<unknown> | null): Promise<ListProxy> {
-    return this._create('list', init === undefined ? [] : [Array.isArray(init) || init === null ? init : [...init]]);
+    if (init === undefined || init === null || Array.isArray(init)) return this._create('list', init === undefined ? [] : [init]);
+    if (typeof (init as Partial<Iterable<unknown>>)[Symbol.iterator] !== 'function') {
+      return Promise.reject(codeError(new TypeError(argMessage('an iterable', 'init', init)), 'ERR_INVALID_ARG_TYPE'));
+    }
+    return this._create('list', [[...init]]);
   }
   /** A namespace of named values, any names and values unless typed: `manager.Namespace<{ x: number }>()`. */
   Namespace(init?: Record<string, any> | null): Promise<NamespaceProxy<Record<string, any>>>;
@@ -2818,7 +2826,7 @@ const MANAGER_CLASSES: Record<string, typeof BaseManager> = { BaseManager, SyncM
 
 // A manager sent to another process arrives connected (not owning the server): Python's from_address.
 registerReducer('multiproc.managers.Manager', (s: { cls: string; address: Address | null; authkey: Uint8Array }) => {
-  const cls = MANAGER_CLASSES[s.cls] ?? BaseManager;
+  const cls = Object.prototype.hasOwnProperty.call(MANAGER_CLASSES, s.cls) ? MANAGER_CLASSES[s.cls] : BaseManager;
   if (s.address === null) return new cls({ authkey: Buffer.from(s.authkey) });
   return cls._fromAddress(s.address, Buffer.from(s.authkey));
 });

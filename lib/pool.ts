@@ -403,6 +403,8 @@ export class AsyncResult<R = unknown> implements Job {
    * or with TimeoutError when it is not ready within `timeout` ms.
    */
   async get(timeout?: number | null): Promise<R> {
+    // A bad timeout is refused even when the result is ready (wait() checks it the same way).
+    validateTimeout(timeout);
     if (this.#state === PENDING) {
       await this.wait(timeout);
       if (this.#state === PENDING) {

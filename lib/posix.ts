@@ -11,7 +11,7 @@ import { native } from './native';
 import type { NativeSemaphore } from './native';
 import * as fork_ from './fork';
 import {
-  validateBoolean, validateInstance, validateInteger, validateObject, validateString, validateTimeout,
+  systemError, validateBoolean, validateInstance, validateInteger, validateObject, validateString, validateTimeout,
 } from './errors';
 
 export type { WaitStatus } from './native';
@@ -95,7 +95,20 @@ export interface SemaphoreOpenOptions {
 /** Largest value a semaphore can hold (SEM_VALUE_MAX). */
 export const SEM_VALUE_MAX: number = native.NamedSemaphore.SEM_VALUE_MAX;
 
-function validateSemName(name: unknown): string {
+/**
+ * NAME_MAX (255) bytes for a name in /dev/shm: a segment's name, or 'sem.' and a semaphore's.
+ * Past that the system says ENAMETOOLONG or EINVAL depending on the length; we say ENAMETOOLONG.
+ */
+const SHM_NAME_MAX = 255;
+const SEM_NAME_MAX = SHM_NAME_MAX - 'sem.'.length;
+
+/** The standard system error for a name past `max` bytes (after its leading '/'). */
+function nameTooLong(name: string, max: number, syscall: string): NodeJS.ErrnoException {
+  const bytes = Buffer.byteLength(name.startsWith('/') ? name.slice(1) : name);
+  return systemError('ENAMETOOLONG', `name too long (${bytes} bytes after the leading '/', at most ${max})`, syscall, name);
+}
+
+function validateSemName(name: unknown, syscall: string): string {
   validateString(name, 'name');
   const s = name as string;
   if (!/^\/?[^/\0]+$/.test(s)) {
@@ -103,7 +116,9 @@ function validateSemName(name: unknown): string {
     (e as NodeJS.ErrnoException).code = 'ERR_INVALID_ARG_VALUE';
     throw e;
   }
-  return s.startsWith('/') ? s : '/' + s;
+  const full = s.startsWith('/') ? s : '/' + s;
+  if (Buffer.byteLength(full) - 1 > SEM_NAME_MAX) throw nameTooLong(full, SEM_NAME_MAX, syscall);
+  return full;
 }
 
 /** A named POSIX semaphore (`sem_open`), shared by every process that opens the same name. */
@@ -116,7 +131,7 @@ export class NamedSemaphore {
 
   /** Opens (or with `create`, creates) the semaphore called `name` ('/x' or 'x'). */
   static open(name: string, opts: SemaphoreOpenOptions = {}): NamedSemaphore {
-    const n = validateSemName(name);
+    const n = validateSemName(name, 'sem_open');
     validateObject(opts, 'opts');
     const create = opts.create === undefined ? false : validateBoolean(opts.create, 'opts.create');
     const exclusive = opts.exclusive === undefined ? false : validateBoolean(opts.exclusive, 'opts.exclusive');
@@ -127,7 +142,7 @@ export class NamedSemaphore {
 
   /** Removes the name; processes that have it open keep using it. */
   static unlink(name: string): void {
-    native.NamedSemaphore.unlink(validateSemName(name));
+    native.NamedSemaphore.unlink(validateSemName(name, 'sem_unlink'));
   }
 
   /** The semaphore's name, with its leading '/'. */
@@ -198,7 +213,7 @@ export interface ShmOpenOptions {
   mode?: number;
 }
 
-function validateShmName(name: unknown): string {
+function validateShmName(name: unknown, syscall: string): string {
   validateString(name, 'name');
   const s = name as string;
   if (!/^\/?[^/\0]+$/.test(s)) {
@@ -206,7 +221,9 @@ function validateShmName(name: unknown): string {
     (e as NodeJS.ErrnoException).code = 'ERR_INVALID_ARG_VALUE';
     throw e;
   }
-  return s.startsWith('/') ? s : '/' + s;
+  const full = s.startsWith('/') ? s : '/' + s;
+  if (Buffer.byteLength(full) - 1 > SHM_NAME_MAX) throw nameTooLong(full, SHM_NAME_MAX, syscall);
+  return full;
 }
 
 /** `shm_open` (+ `ftruncate` when `size` is given): returns the fd and the segment's size. */
@@ -216,7 +233,7 @@ export function shmOpen(name: string, opts: ShmOpenOptions = {}): {
   /** The segment's size in bytes (after the resize, if any). */
   size: number;
 } {
-  const n = validateShmName(name);
+  const n = validateShmName(name, 'shm_open');
   validateObject(opts, 'opts');
   const create = opts.create === undefined ? false : validateBoolean(opts.create, 'opts.create');
   const exclusive = opts.exclusive === undefined ? false : validateBoolean(opts.exclusive, 'opts.exclusive');
@@ -227,7 +244,7 @@ export function shmOpen(name: string, opts: ShmOpenOptions = {}): {
 
 /** Removes a shared memory name. */
 export function shmUnlink(name: string): void {
-  native.shmUnlink(validateShmName(name));
+  native.shmUnlink(validateShmName(name, 'shm_unlink'));
 }
 
 /** Sets the size of the file or segment behind `fd`. */

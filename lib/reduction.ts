@@ -60,7 +60,9 @@ function reduceValue(value: unknown, ctx: ReduceContext, seen: Map<object, unkno
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'function') {
       const fn = value as { name?: string };
-      throw new TypeError(`cannot send function ${fn.name || '<anonymous>'} to a process started with '${ctx.startMethod}': only structured-clone values and multiproc objects can cross`);
+      const err = new TypeError(`cannot send function ${fn.name || '<anonymous>'} to a process started with '${ctx.startMethod}': only structured-clone values and multiproc objects can cross`);
+      (err as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_NOT_SERIALIZABLE';
+      throw err;
     }
     return value;
   }
@@ -142,9 +144,31 @@ export function dumps(value: unknown, startMethod: string): { data: Buffer; fds:
   return { data, fds: ctx.fds };
 }
 
-/** The inverse of dumps(), given the fds that arrived with the bytes. */
-export function loads(data: Buffer, fds: number[]): unknown {
-  return rebuildValue(v8.deserialize(data), fds, new Map());
+let trustedDepth = 0;
+
+/**
+ * True while loads() rebuilds data that this program wrote itself (a spawn or forkserver child's
+ * preparation, sent by its parent): only then may a rebuilder load a module that the data names.
+ * Data from a peer (a Connection, a Queue, a manager's messages) never makes this process load
+ * code: a peer that holds the authkey may call what the server exposes, not run what it likes.
+ */
+export function loadingTrusted(): boolean {
+  return trustedDepth > 0;
+}
+
+/**
+ * The inverse of dumps(), given the fds that arrived with the bytes. `trusted`: the bytes come
+ * from this program's own parent process (see loadingTrusted()).
+ */
+export function loads(data: Buffer, fds: number[], trusted = false): unknown {
+  const value = v8.deserialize(data);
+  if (!trusted) return rebuildValue(value, fds, new Map());
+  trustedDepth++;
+  try {
+    return rebuildValue(value, fds, new Map());
+  } finally {
+    trustedDepth--;
+  }
 }
 
 // A bare descriptor sent along (the value is its index among the fds that arrived).

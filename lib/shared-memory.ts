@@ -38,6 +38,8 @@ export interface SharedMemoryOptions {
 
 /** Python's name prefix; 14 characters in all, the limit of the BSDs. */
 const NAME_PREFIX = '/psm_';
+/** The longest name of a file in /dev/shm. */
+const NAME_MAX = 255;
 
 function randomName(): string {
   return NAME_PREFIX + crypto.randomBytes(4).toString('hex');
@@ -56,6 +58,11 @@ function segmentName(value: unknown, argName: string): string {
   const bare = s.startsWith('/') ? s.slice(1) : s;
   if (bare === '' || bare.includes('/') || bare.includes('\0')) {
     throw invalidValue("a shared memory name such as 'psm_1234abcd' (no '/' other than a leading one)", argName, s);
+  }
+  // NAME_MAX: past it the system says ENAMETOOLONG or EINVAL depending on the length.
+  const bytes = Buffer.byteLength(bare);
+  if (bytes > NAME_MAX) {
+    throw systemError('ENAMETOOLONG', `name too long (${bytes} bytes after the leading '/', at most ${NAME_MAX})`, 'shm_open', '/' + bare);
   }
   return '/' + bare;
 }
@@ -505,5 +512,6 @@ export class ShareableList<T extends ShareableValue = ShareableValue> implements
   }
 }
 
+// A rebuilt list attaches to the named segment, never makes one (a state without a name would).
 registerReducer('multiproc.ShareableList', (s: { name: string; track: boolean }) =>
-  new ShareableList(null, { name: s.name, track: s.track }));
+  new ShareableList(null, { name: validateString(s?.name, 'name'), track: s.track }));

@@ -11,7 +11,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Process, setBootstrapping } from './process';
 import { native } from './native';
 import type { StartMethod } from './process';
-import { dumps, loads, registerReducer } from './reduction';
+import { dumps, loadingTrusted, loads, registerReducer } from './reduction';
 import { defaultContext } from './context';
 import * as tracker from './resource-tracker';
 
@@ -85,7 +85,7 @@ export function locate(value: Function, what: string, module: string | null, met
   const where = module ? toPath(module) : null;
   if (name && where && !/^bound /.test(name) && sourceExports(where, name)) return { module: where, name };
   const fix = `
-With the '${method}' start method the child is a fresh process that finds the ${what} by name:
+With the '${method}' start method the child is a fresh process that finds ${what} by name:
 it must be exported by its module (ESM: \`export function ${name || 'f'}\`, CommonJS:
 \`exports.${name || 'f'} = ${name || 'f'}\`), and that module is the one that created the
 process${where ? ` (${where})` : ''}, or the one given as \`{ module: import.meta.url }\` (or __filename).
@@ -171,13 +171,16 @@ export async function resolveRef(ref: NamedRef): Promise<any> {
 // at once, so that objects rebuilt after it (the args) that register names report to the
 // program's tracker instead of starting one of the child's own.
 registerReducer('multiproc.trackerFd', (index: number, fds: number[]) => {
+  // Only a preparation from our parent names our tracker: a peer may not redirect it.
+  if (!loadingTrusted()) throw new TypeError("a 'multiproc.trackerFd' is only rebuilt from a child's preparation");
   tracker.attach(fds[index]);
   return fds[index];
 });
 
 /** Child side: rebuilds the Process from a preparation message and runs it. Never returns. */
 export async function runPrepared(data: Buffer, fds: number[]): Promise<never> {
-  const prep = loads(data, fds) as Preparation;
+  // The preparation was written by our parent: it may name the modules of the classes it holds.
+  const prep = loads(data, fds, true) as Preparation;
   // A daemon dies with its parent, even when the parent is killed outright.
   // (Under forkserver our parent is the server: the server ends daemons when their program goes.)
   if (prep.daemon && prep.startMethod !== 'forkserver') native.setPdeathsig(15, prep.parentPid);
