@@ -147,6 +147,7 @@ export class EOFError extends MultiprocError {}
  * what the lock protected may be half-updated. `code` is 'EOWNERDEAD', `pid` the dead holder.
  */
 export class OwnerDiedError extends RuntimeError {
+  /** Always 'EOWNERDEAD' (the errno name of a robust mutex whose owner died). */
   readonly code = 'EOWNERDEAD';
   /** @param pid The process that held the lock when it died. */
   constructor(readonly pid: number) {

@@ -593,7 +593,8 @@ export class SemLock implements Reducible {
   acquireSync(block?: boolean, timeout?: number | null): boolean {
     // The fast path is kept small so that it inlines into the caller's loop.
     const w = this.#w;
-    if (w !== null) {
+    // Only the argument-less (or block: true, no timeout) call takes it: others are checked first.
+    if (w !== null && (block === undefined || block === true) && (timeout === undefined || timeout === null)) {
       if (this.#count > 0 && this.#owner === myPid && this.#kind === RECURSIVE_MUTEX) {
         this.#count++;
         return true;

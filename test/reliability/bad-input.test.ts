@@ -329,8 +329,9 @@ rangeErr('lock.acquire({ timeout: NaN })', () => o.lock.acquire({ timeout: NaN }
 typeErr("lock.acquire({ timeout: 'x' })", () => o.lock.acquire({ timeout: 'x' }), 'opts.timeout', { after: lockIsFree('lock') });
 typeErr('lock.acquire(5)', () => o.lock.acquire(5), 'opts', { after: lockIsFree('lock') });
 typeErr("lock.acquire({ block: 'x' })", () => o.lock.acquire({ block: 'x' }), 'opts.block', { after: lockIsFree('lock') });
-// (On a free Lock, acquireSync's fast path takes it before looking at its arguments: see the
-// report to the owner of SemLock. A held Lock goes the slow way, which checks them.)
+typeErr("lock.acquireSync('x')", () => o.lock.acquireSync('x'), 'block', { after: lockIsFree('lock') });
+rangeErr('lock.acquireSync(true, -1)', () => o.lock.acquireSync(true, -1), 'timeout', { after: lockIsFree('lock') });
+typeErr("rlock.acquireSync(true, 'x')", () => new mp.RLock().acquireSync(true, 'x'), 'timeout');
 typeErr("held lock.acquireSync('x')", () => o.heldLock.acquireSync('x'), 'block');
 rangeErr('held lock.acquireSync(true, -1)', () => o.heldLock.acquireSync(true, -1), 'timeout', {
   // Still held once (by us): one release frees it.
