@@ -987,6 +987,28 @@ export abstract class QueueBase<T> {
   #lostPartial(): void {
     this.#partial = null;
     this.#itemGone();
+    this.#taskLost();
+  }
+
+  /**
+   * JoinableQueue: a message lost half-way (its writer or its reader was killed) is a task no one
+   * will ever mark done; join() must not wait for it. (What the writer ended with ABORT was
+   * counted off by the writer itself.)
+   */
+  #taskLost(): void {
+    if (!this._joinable) return;
+    const w = this.#w;
+    for (;;) {
+      const u = Atomics.load(w, UNFINISHED);
+      if (u <= 0) return;
+      if (Atomics.compareExchange(w, UNFINISHED, u, u - 1) === u) {
+        if (u === 1) {
+          Atomics.add(w, JSEQ, 1);
+          this.#wake(JSEQ, JWAIT, INT_MAX);
+        }
+        return;
+      }
+    }
   }
 
   /** Reads one message if one is there; never blocks but to finish a chunked one. Returns WAIT when it must wait. */
@@ -1069,7 +1091,10 @@ export abstract class QueueBase<T> {
             start += 8;
           } else if (p === null) {
             // The rest of a message whose reader died after taking its beginning.
-            if (!this.#skipping) this.#itemGone();
+            if (!this.#skipping) {
+              this.#itemGone();
+              this.#taskLost();
+            }
             this.#skipping = true;
             this.#consumed((tail + REC + align8(len)) | 0);
             continue;
