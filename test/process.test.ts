@@ -46,12 +46,14 @@ interface SelfReport {
 
 const availability = probeStartMethods('process.test.ts', METHODS);
 
-/** Per-method stress size: 1000 under fork; MULTIPROC_STRESS_SCALE or 100 (spawn) / 1000 (forkserver). */
+/**
+ * Per-method stress size: MULTIPROC_STRESS_SCALE, or 200 (fork, forkserver) / 50 (spawn). The
+ * 1,000-cycle leak checks per method are test/reliability/leaks.test.ts's.
+ */
 function stressCount(method: StartMethod): number {
-  if (method === 'fork') return 1000;
   const scale = Number(process.env.MULTIPROC_STRESS_SCALE);
   if (Number.isInteger(scale) && scale > 0) return scale;
-  return method === 'spawn' ? 100 : 1000;
+  return method === 'spawn' ? 50 : 200;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,7 +638,7 @@ describe.each(METHODS)('Process under the %s start method', (method) => {
     // In a fixture node rather than in jest's worker: the numbers are then the library's (jest
     // allocates as it goes), and a small parent forks faster than jest's large one.
     const n = stressCount(method);
-    const scaleNote = method === 'fork' ? '' : ` (MULTIPROC_STRESS_SCALE, default ${method === 'spawn' ? 100 : 1000})`;
+    const scaleNote = ` (MULTIPROC_STRESS_SCALE, default ${method === 'spawn' ? 50 : 200})`;
     t(`${n} processes${scaleNote} started, joined and closed in a row: exit 0, no fd growth, no zombie, RSS growth < 50 MB`, async () => {
       const r = await runFixture('proc-stress.js', [method, String(n)], { timeout: 1800000 });
       const out = lastJson<{ exitCodes: Record<string, number>; fdGrowth: number; leftChildren: unknown[]; rssGrowthMB: number; ms: number }>(r);
