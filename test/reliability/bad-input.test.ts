@@ -331,7 +331,7 @@ typeErr('lock.acquire(5)', () => o.lock.acquire(5), 'opts', { after: lockIsFree(
 typeErr("lock.acquire({ block: 'x' })", () => o.lock.acquire({ block: 'x' }), 'opts.block', { after: lockIsFree('lock') });
 typeErr("lock.acquireSync('x')", () => o.lock.acquireSync('x'), 'block', { after: lockIsFree('lock') });
 rangeErr('lock.acquireSync(true, -1)', () => o.lock.acquireSync(true, -1), 'timeout', { after: lockIsFree('lock') });
-typeErr("rlock.acquireSync(true, 'x')", () => new mp.RLock().acquireSync(true, 'x'), 'timeout');
+typeErr("rlock.acquireSync(true, 'x')", () => new mp.RLock().acquireSync(true, 'x' as any), 'timeout');
 typeErr("held lock.acquireSync('x')", () => o.heldLock.acquireSync('x'), 'block');
 rangeErr('held lock.acquireSync(true, -1)', () => o.heldLock.acquireSync(true, -1), 'timeout', {
   // Still held once (by us): one release frees it.
