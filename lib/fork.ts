@@ -337,17 +337,18 @@ function spin(): never {
 /**
  * Forks; in the child the caller's JavaScript stack and queued microtasks are discarded, the
  * parent's I/O handles (but `keepFds`) go deaf, stdin becomes /dev/null, and `entry` runs from
- * a fresh turn of the event loop. Returns the child's pid in the parent; never returns in the
- * child.
+ * a fresh turn of the event loop. `closeFds` are closed in the child right after the fork, before
+ * any of that (for descriptors whose peer waits for their end-of-file). Returns the child's pid
+ * in the parent; never returns in the child.
  */
-export function forkIsolated(entry: () => void, keepFds: number[] = []): number {
+export function forkIsolated(entry: () => void, keepFds: number[] = [], closeFds: number[] = []): number {
   installGates();
   const fixImmediate = immediateFixFor(asyncWrap ? asyncWrap.execution_async_resources : [executionAsyncResource()]);
   const pid = native.forkIsolated(() => {
     repairChild(false);  // prepareUnwind() already moved to the child's generation
     dropParentListeners();
     entry();
-  }, keepFds);
+  }, keepFds, closeFds);
   if (pid !== 0) return pid;
   prepareUnwind(fixImmediate);
   native.unwindStack();

@@ -58,7 +58,7 @@ export interface NativeBinding {
   // process.cc
   fork(): number;
   /** fork(); in the child the JS stack is unwound and `entry` runs from a clean loop turn. */
-  forkIsolated(entry: () => void, keepFds: number[]): number;
+  forkIsolated(entry: () => void, keepFds: number[], closeFds?: number[]): number;
   /** In a forkIsolated child: terminate the current JS stack and drop queued microtasks. */
   unwindStack(): void;
   /** In a forked child: cb(streak) each loop turn with nothing of the child's own to do. */
@@ -117,10 +117,25 @@ export interface NativeBinding {
                  cb: (err: Error | null, result: 'ok' | 'not-equal' | 'timed-out') => void): () => void;
 }
 
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const load = require('node-gyp-build') as (dir: string) => unknown;
-
 /** The package root: dist/native.js and lib/native.ts both sit one level below it. */
 export const packageRoot = path.resolve(__dirname, '..');
 
-export const native = load(packageRoot) as NativeBinding;
+/**
+ * The addon: build/Release/multiproc.node, where node-gyp-build looks first, is required
+ * directly (its search costs a few milliseconds in every process that loads multiproc, spawned
+ * children included); anywhere else, or when its variables ask for a prebuild, node-gyp-build
+ * finds it.
+ */
+function loadAddon(): unknown {
+  if (!process.env.PREBUILDS_ONLY && !process.env.MULTIPROC_PREBUILD) {
+    try {
+      return require(path.join(packageRoot, 'build', 'Release', 'multiproc.node'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw e;
+    }
+  }
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  return (require('node-gyp-build') as (dir: string) => unknown)(packageRoot);
+}
+
+export const native = loadAddon() as NativeBinding;

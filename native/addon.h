@@ -24,4 +24,5 @@ bool ChildPlatformQuiesce(int timeout_ms);  // before a child forks: idle pool, 
 void ChildPlatformResume();                 // after that fork, in the parent
 bool ChildPlatformActive();
 uint64_t ChildPlatformTasks();
+void ChildPlatformSetSize(int threads);      // threads of a child's pool (0: from the platform)
 }  // namespace mp

@@ -51,6 +51,7 @@ struct Pool {
 };
 
 Pool* g_pool = nullptr;
+int g_pool_size = 0;  // set by ChildPlatformSetSize; 0: one less than the platform's threads
 void** g_vtable = nullptr;  // the child's copy of the platform's vtable (entries after the header)
 
 void WorkerMain(Pool* p) {
@@ -148,7 +149,7 @@ bool PatchVtable(node::MultiIsolatePlatform* platform) {
 bool ChildPlatformAdopt(node::MultiIsolatePlatform* platform) {
   if (platform == nullptr) return false;
   // Node 20 counts its delayed-task scheduler thread among its worker threads.
-  int n = platform->NumberOfWorkerThreads() - 1;
+  int n = g_pool_size > 0 ? g_pool_size : platform->NumberOfWorkerThreads() - 1;
   // A fresh pool: an inherited one's threads are gone, and its locks belong to the parent.
   g_pool = new Pool();
   g_pool->size = n < 1 ? 1 : n;
@@ -172,5 +173,7 @@ void ChildPlatformResume() {
 bool ChildPlatformActive() { return g_vtable != nullptr; }
 
 uint64_t ChildPlatformTasks() { return g_pool != nullptr ? g_pool->tasks : 0; }
+
+void ChildPlatformSetSize(int threads) { g_pool_size = threads; }
 
 }  // namespace mp

@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <string>
+#include <memory>
 #include <vector>
 
 namespace mp {
@@ -128,9 +129,11 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
                         " for \"maxFds\" but received " + std::to_string(maxFds));
   }
 
-  std::vector<uint8_t> data(kMaxData);
+  // Not zero-filled: only the bytes that arrive are written (and only their pages touched, which
+  // matters in a fork child, where each first write to a page costs a copy of it).
+  std::unique_ptr<uint8_t[]> data(new uint8_t[kMaxData]);
   ControlBuffer control;
-  struct iovec iov = {data.data(), data.size()};
+  struct iovec iov = {data.get(), kMaxData};
   struct msghdr msg;
   std::memset(&msg, 0, sizeof msg);
   msg.msg_iov = &iov;
@@ -169,7 +172,7 @@ Napi::Value RecvFds(const Napi::CallbackInfo& info) {
     for (uint32_t i = 0; i < fds.size(); i++) out.Set(i, Napi::Number::New(env, fds[i]));
     Napi::Object result = Napi::Object::New(env);
     result.Set("fds", out);
-    result.Set("data", Napi::Buffer<uint8_t>::Copy(env, data.data(), static_cast<size_t>(n)));
+    result.Set("data", Napi::Buffer<uint8_t>::Copy(env, data.get(), static_cast<size_t>(n)));
     return result;
   } catch (...) {
     CloseAll(fds);  // nobody will ever see them

@@ -240,6 +240,7 @@ int DeadFd() {
 
 struct WalkCtx {
   std::vector<int> keep;
+  std::vector<int> close_now;  // closed in the child first thing after the fork
 };
 
 bool Keep(const WalkCtx* ctx, int fd) {
@@ -426,6 +427,10 @@ pid_t DoFork(const Napi::CallbackInfo& info, bool isolated, const WalkCtx* walk)
   }
 
   // ---- child ----
+  // Descriptors the child must not hold even briefly (a peer waits for their end-of-file).
+  if (walk != nullptr) {
+    for (int fd : walk->close_now) close(fd);
+  }
   g_fork.in_child = true;
   g_fork.own_workers = ChildPlatformAdopt(Platform(isolate));
   g_fork.env = env;
@@ -463,10 +468,10 @@ Napi::Value Fork(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), DoFork(info, false, nullptr));
 }
 
-// forkIsolated(entry, keepFds?): fork; in the child, unwind the caller's whole JavaScript stack
-// (and the microtasks the parent had queued), make the parent's I/O handles inert, and call
-// entry() from a fresh turn of the event loop. Returns the pid in the parent, 0 in the child
-// (where the caller must reset its state and call unwindStack()).
+// forkIsolated(entry, keepFds?, closeFds?): fork; in the child, close closeFds at once, unwind the
+// caller's whole JavaScript stack (and the microtasks the parent had queued), make the parent's
+// I/O handles inert, and call entry() from a fresh turn of the event loop. Returns the pid in the
+// parent, 0 in the child (where the caller must reset its state and call unwindStack()).
 Napi::Value ForkIsolated(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsFunction()) ThrowType(env, "Expected a function for \"entry\"");
@@ -474,6 +479,14 @@ Napi::Value ForkIsolated(const Napi::CallbackInfo& info) {
   if (info.Length() > 1 && info[1].IsArray()) {
     Napi::Array keep = info[1].As<Napi::Array>();
     for (uint32_t i = 0; i < keep.Length(); i++) walk.keep.push_back(keep.Get(i).As<Napi::Number>().Int32Value());
+  }
+  if (info.Length() > 2 && info[2].IsArray()) {
+    Napi::Array fds = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < fds.Length(); i++) {
+      Napi::Value v = fds.Get(i);
+      if (!v.IsNumber()) ThrowType(env, "Expected an array of fds for \"closeFds\"");
+      walk.close_now.push_back(v.As<Napi::Number>().Int32Value());
+    }
   }
   // Prepare everything that allocates before the fork.
   auto* entry = new Napi::FunctionReference(Napi::Persistent(info[0].As<Napi::Function>()));
@@ -549,6 +562,23 @@ Napi::Value ForkStats(const Napi::CallbackInfo& info) {
   o.Set("ownWorkers", g_fork.own_workers);
   o.Set("workerTasks", Napi::Number::New(info.Env(), static_cast<double>(ChildPlatformTasks())));
   return o;
+}
+
+// platformWorkerThreads(): the worker threads of this process's platform as Node 20 counts them
+// (its delayed-task scheduler included); a fork child's pool gets one less.
+Napi::Value PlatformWorkerThreads(const Napi::CallbackInfo& info) {
+  node::MultiIsolatePlatform* p = Platform(v8::Isolate::GetCurrent());
+  return Napi::Number::New(info.Env(), p != nullptr ? p->NumberOfWorkerThreads() : 0);
+}
+
+// setChildPoolSize(n): the threads of the pool every later fork child of this process starts for
+// V8's worker tasks (child-platform.cc), whatever this process's own platform has (the forkserver
+// runs with one worker thread: fewer to park at each fork; its children get the program's count).
+Napi::Value SetChildPoolSize(const Napi::CallbackInfo& info) {
+  int32_t n = ArgInt32(info, 0, "threads");
+  if (n < 0 || n > 256) ThrowRange(info.Env(), "Expected an integer between 0 and 256 for \"threads\"");
+  ChildPlatformSetSize(n);
+  return info.Env().Undefined();
 }
 
 Napi::Value WatchDryLoop(const Napi::CallbackInfo& info) {
@@ -765,6 +795,8 @@ void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("forkIsolated", Napi::Function::New(env, ForkIsolated, "forkIsolated"));
   exports.Set("unwindStack", Napi::Function::New(env, UnwindStack, "unwindStack"));
   exports.Set("forkStats", Napi::Function::New(env, ForkStats, "forkStats"));
+  exports.Set("platformWorkerThreads", Napi::Function::New(env, PlatformWorkerThreads, "platformWorkerThreads"));
+  exports.Set("setChildPoolSize", Napi::Function::New(env, SetChildPoolSize, "setChildPoolSize"));
   exports.Set("watchDryLoop", Napi::Function::New(env, WatchDryLoop, "watchDryLoop"));
   exports.Set("setExitCode", Napi::Function::New(env, SetExitCode, "setExitCode"));
   exports.Set("waitpid", Napi::Function::New(env, WaitPid, "waitpid"));
