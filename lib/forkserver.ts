@@ -19,20 +19,23 @@
  * dir, and exits. (A server killed outright cannot: the next launch, by any program of the same
  * user, sweeps such dirs.)
  *
- * One request (one connection per child; every number little-endian):
+ * The connection (one per client process, kept for all its requests; every number little-endian):
  *   S→C  "MPF1" + 32 random bytes A
  *   C→S  HMAC-SHA256(authkey, "multiproc-forkserver:client:" + A) + 32 random bytes B
  *   S→C  0x01 + HMAC-SHA256(authkey, "multiproc-forkserver:server:" + B)
  *        (or 0x00 and close: the client's answer was wrong; the client checks the server's
  *        answer in turn and closes with AuthenticationError on a mismatch: no fd and no byte of
- *        the request goes to a server that cannot prove it knows the key)
+ *        a request goes to a server that cannot prove it knows the key)
+ * Then any number of requests, one at a time:
  *   C→S  u32 header length, header JSON {pid, daemon, cwd, nfds, defaultMethod}, u64 length,
- *        the preparation (lib/spawn.ts); the preparation's fds and then our alive fd travel
- *        with the first byte (SCM_RIGHTS)
+ *        the preparation (lib/spawn.ts); the preparation's fds, our alive fd and one end of a
+ *        fresh socketpair (the request's socket) travel with the first byte (SCM_RIGHTS)
+ * and on the request's socket:
  *   S→C  i64 child pid (negative: the fork failed; u32 length + message follow)
  *   S→C  i32 exit status once the child has ended (code, or -signal); then the server closes.
- * The connection is the Popen's sentinel: readable once the status is there and the server has
- * closed its end (lib/popen-forkserver.ts).
+ * The request's socket is the Popen's sentinel: readable once the status is there and the
+ * server has closed its end (lib/popen-forkserver.ts). A process does not share its connection:
+ * a fork child of a client opens its own when it asks for a child.
  * @internal
  */
 import * as crypto from 'node:crypto';
@@ -55,6 +58,10 @@ export interface ForkserverNative {
   unixConnect(path: string): number;
   /** The next pending connection (blocking, close-on-exec), or null when there is none. */
   unixAccept(fd: number): number | null;
+  /** This process's platform worker threads, as Node 20 counts them (native/process.cc). */
+  platformWorkerThreads(): number;
+  /** The threads of the V8 task pool of every later fork child (native/child-platform.cc). */
+  setChildPoolSize(threads: number): void;
 }
 export const fsNative = native as unknown as ForkserverNative;
 
@@ -96,6 +103,8 @@ export interface ServerConfig {
   dir: string;
   cwd: string;
   tracker: boolean;
+  /** Threads of each child's V8 task pool: what a fork child of the program gets. */
+  childPoolSize: number;
 }
 
 /** The server's entry script: always the built JavaScript, whichever copy of the library runs. */
@@ -112,13 +121,15 @@ interface ForkserverState {
   pid: number | null;
   /** The process that spawned the server: only it may reap it. */
   owner: number | null;
+  /** This process's authenticated connection to the server (reused for every request). */
+  conn: { fd: number; pid: number; address: string; authkey: Buffer } | null;
 }
 
 // One state per process even when two copies of the library are loaded.
 const STATE_KEY = Symbol.for('multiproc.forkserver.state');
 const state: ForkserverState = ((globalThis as Record<symbol, unknown>)[STATE_KEY] as ForkserverState | undefined) ??
   ((globalThis as Record<symbol, unknown>)[STATE_KEY] = {
-    address: null, dir: null, authkey: null, aliveFd: null, pid: null, owner: null,
+    address: null, dir: null, authkey: null, aliveFd: null, pid: null, owner: null, conn: null,
   } as ForkserverState);
 
 
@@ -134,6 +145,23 @@ function writeAll(fd: number, buf: Buffer): void {
 }
 
 const DIR_PREFIX = 'mp-forkserver-';
+
+/**
+ * Node options for the server itself, after the program's execArgv (the last of each wins):
+ * - one worker thread for V8's tasks: each fork first parks the platform's worker threads
+ *   (lib/fork.ts), which takes longer the more there are; the children get the program's
+ *   number of threads back (ServerConfig.childPoolSize);
+ * - node's code on huge pages, where the kernel offers them: the code then lives in anonymous
+ *   memory, which a fork shares from the start, instead of a file mapping that every child
+ *   faults in again, page by page (about a quarter of a child's page faults).
+ */
+function serverOptions(): string[] {
+  const out = ['--v8-pool-size=1'];
+  let thp = '';
+  try { thp = fs.readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'latin1'); } catch { /* not Linux */ }
+  if (/\[(always|madvise)\]/.test(thp)) out.push('--use-largepages=silent');
+  return out;
+}
 
 /**
  * Removes the socket dirs of servers that were killed outright (SIGKILL of the whole program
@@ -184,7 +212,7 @@ function launch(): void {
     const trackerFd = tracker.getFd();
     const exe = startSettings.executable;
     const fdMap = [devnull, openOr(1, devnull), openOr(2, devnull), aliveR, cfgChild, listenFd, trackerFd ?? -1];
-    pid = native.spawn(exe, [exe, ...childExecArgv(), forkserverMainPath], childEnv(), fdMap);
+    pid = native.spawn(exe, [exe, ...childExecArgv(), ...serverOptions(), forkserverMainPath], childEnv(), fdMap);
     native.close(cfgChild);
     cfgChild = -1;
     const config: ServerConfig = {
@@ -194,6 +222,7 @@ function launch(): void {
       dir,
       cwd: process.cwd(),
       tracker: trackerFd !== null,
+      childPoolSize: Math.max(1, fsNative.platformWorkerThreads() - 1),
     };
     // The server reads it to end-of-file.
     writeAll(cfgParent, Buffer.from(JSON.stringify(config)));
@@ -223,6 +252,7 @@ function launch(): void {
  * socket dir it could not remove itself.
  */
 function forget(): void {
+  dropConnection();
   if (state.aliveFd !== null) {
     try { native.close(state.aliveFd); } catch { /* already closed */ }
   }
@@ -250,17 +280,37 @@ function serverAlive(): boolean {
   if (state.pid === null) return false;
   if (state.owner === native.getpid()) {
     try {
-      return native.waitpid(state.pid, native.WNOHANG) === null;
+      if (native.waitpid(state.pid, native.WNOHANG) !== null) return false;
     } catch {
       return false; // ECHILD: reaped already
     }
+  } else {
+    try {
+      native.kill(state.pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    }
   }
+  return !exiting(state.pid);
+}
+
+/**
+ * True when `pid` is on its way out: a killed multithreaded process stays a zombie that waitpid()
+ * cannot reap yet until all its threads are gone, and meanwhile its sockets still take our
+ * requests (our connection to it would swallow one). Its state in /proc says so at once.
+ */
+let haveProc: boolean | undefined;
+function exiting(pid: number): boolean {
+  if (haveProc === undefined) haveProc = fs.existsSync('/proc/self/stat');
+  if (!haveProc) return false;
+  let stat: string;
   try {
-    native.kill(state.pid, 0);
-    return true;
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
+    return (e as NodeJS.ErrnoException).code === 'ENOENT';
   }
+  const st = stat.charAt(stat.lastIndexOf(')') + 2);
+  return st === 'Z' || st === 'X';
 }
 
 /**
@@ -288,6 +338,7 @@ export function forkserverAddress(): string | null {
  * key and the alive fd the request carried), so its own forkserver children go there too.
  */
 export function adoptServer(s: { address: string; dir: string; authkey: Buffer; aliveFd: number; pid: number }): void {
+  state.conn = null;
   state.address = s.address;
   state.dir = s.dir;
   state.authkey = s.authkey;
@@ -320,8 +371,14 @@ function readExact(fd: number, n: number, what: string): Buffer {
   return out;
 }
 
-/** A failure before the request went out: the server is gone, and asking another one is safe. */
-class ServerGone extends Error {}
+/**
+ * A failure before the request went out: asking again is safe. `connect` when no connection
+ * could be made (the server is gone: start another), false when a connection that had served
+ * before failed (open a new one to the same server).
+ */
+class ServerGone extends Error {
+  constructor(message: string, readonly connect: boolean) { super(message); }
+}
 
 /** The client's half of the mutual challenge; throws AuthenticationError on a mismatch. */
 function authenticate(fd: number, authkey: Buffer): void {
@@ -330,7 +387,7 @@ function authenticate(fd: number, authkey: Buffer): void {
     hello = readExact(fd, MAGIC.length + CHALLENGE_BYTES, 'challenge');
   } catch (e) {
     // The listening socket was closed with our connection in its backlog.
-    if (isConnectFailure(e)) throw new ServerGone(String(e));
+    if (isConnectFailure(e)) throw new ServerGone(String(e), true);
     throw e;
   }
   if (!hello.subarray(0, MAGIC.length).equals(MAGIC)) {
@@ -358,32 +415,74 @@ function isConnectFailure(e: unknown): boolean {
   return code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'ERR_MULTIPROC_FORKSERVER_EOF';
 }
 
-/** One attempt: connect, authenticate, send the request, read the pid. */
-function request(data: Buffer, fds: number[], daemon: boolean): { fd: number; pid: number } {
+/** Closes this process's connection to the server (or the copy a fork child inherited). */
+function dropConnection(): void {
+  const c = state.conn;
+  state.conn = null;
+  if (c) {
+    try { native.close(c.fd); } catch { /* already closed */ }
+  }
+}
+
+/** This process's authenticated connection to the current server, made on first use. */
+function connection(): { fd: number; fresh: boolean } {
+  const c = state.conn;
+  const address = state.address as string;
+  const authkey = state.authkey as Buffer;
+  if (c && c.pid === native.getpid() && c.address === address && c.authkey.equals(authkey)) return { fd: c.fd, fresh: false };
+  // Another server or key, or a connection inherited from the process we were forked from.
+  dropConnection();
   let fd: number;
   try {
-    fd = fsNative.unixConnect(state.address as string);
+    fd = fsNative.unixConnect(address);
   } catch (e) {
     // No socket file, or nobody listening on it any more.
-    if (isConnectFailure(e)) throw new ServerGone(String(e));
+    if (isConnectFailure(e)) throw new ServerGone(String(e), true);
     throw e;
   }
   try {
-    authenticate(fd, state.authkey as Buffer);
-    const all = [...fds, state.aliveFd as number];
+    authenticate(fd, authkey);
+  } catch (e) {
+    native.close(fd);
+    throw e;
+  }
+  state.conn = { fd, pid: native.getpid(), address, authkey: Buffer.from(authkey) };
+  return { fd, fresh: true };
+}
+
+/** One attempt: send the request on our connection, read the pid on the request's socket. */
+function request(data: Buffer, fds: number[], daemon: boolean): { fd: number; pid: number } {
+  const { fd: conn, fresh } = connection();
+  const [mine, theirs] = native.socketpair();
+  try {
+    const all = [...fds, state.aliveFd as number, theirs];
     const header: RequestHeader = {
       pid: native.getpid(), daemon, cwd: process.cwd(), nfds: all.length, defaultMethod: defaultContext.getStartMethod({ allowNone: true }),
     };
-    sendRequest(fd, header, data, all);
-    const pid = Number(readExact(fd, 8, 'pid').readBigInt64LE(0));
+    try {
+      sendRequest(conn, header, data, all);
+    } catch (e) {
+      if (!isConnectFailure(e)) throw e;
+      // Nothing went out: the server is gone, or has dropped our connection.
+      dropConnection();
+      throw new ServerGone(String(e), fresh);
+    }
+  } catch (e) {
+    native.close(mine);
+    throw e;
+  } finally {
+    native.close(theirs);
+  }
+  try {
+    const pid = Number(readExact(mine, 8, 'pid').readBigInt64LE(0));
     if (pid <= 0) {
-      const len = readExact(fd, 4, 'error').readUInt32LE(0);
-      const msg = readExact(fd, Math.min(len, 65536), 'error').toString();
+      const len = readExact(mine, 4, 'error').readUInt32LE(0);
+      const msg = readExact(mine, Math.min(len, 65536), 'error').toString();
       throw new ProcessError(`forkserver could not start the process: ${msg}`);
     }
-    return { fd, pid };
+    return { fd: mine, pid };
   } catch (e) {
-    native.close(fd);
+    native.close(mine);
     throw e;
   }
 }
@@ -396,21 +495,23 @@ function request(data: Buffer, fds: number[], daemon: boolean): { fd: number; pi
  */
 export function connectToNewProcess(data: Buffer, fds: number[], daemon: boolean): { fd: number; pid: number } {
   ensureRunning();
-  try {
-    return request(data, fds, daemon);
-  } catch (e) {
-    if (!(e instanceof ServerGone)) throw e;
-  }
-  forget();
-  launch();
-  try {
-    return request(data, fds, daemon);
-  } catch (e) {
-    if (e instanceof ServerGone) {
-      const err = new ProcessError(`forkserver: a freshly started server did not answer (${e.message})`);
-      (err as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_FORKSERVER_GONE';
-      throw err;
+  let launched = false;
+  for (;;) {
+    try {
+      return request(data, fds, daemon);
+    } catch (e) {
+      if (!(e instanceof ServerGone)) throw e;
+      if (e.connect && launched) {
+        const err = new ProcessError(`forkserver: a freshly started server did not answer (${e.message})`);
+        (err as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_FORKSERVER_GONE';
+        throw err;
+      }
+      if (e.connect) {
+        forget();
+        launch();
+        launched = true;
+      }
+      // Otherwise a connection that had served before failed: the next attempt opens a new one.
     }
-    throw e;
   }
 }

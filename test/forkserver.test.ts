@@ -84,6 +84,7 @@ describe('forkserver start method', () => {
       const preload = [path.join(fixtures, 'fs-preload.js'), './no-such-module.js'].join(',');
       const { out, stderr } = await runFixture('fs-program.js', ['info'], { env: { FS_PRELOAD: preload, FS_PRELOAD_MARKER: marker } });
       expect(new Set(out.servers).size).toBe(1);
+      expect(out.connections).toBe(1);
       expect(out.isSocket).toBe(true);
       expect(out.sockMode).toBe(0o600);
       expect(out.dirMode).toBe(0o700);
@@ -111,6 +112,15 @@ describe('forkserver start method', () => {
     expect(running(server)).toBe(true);
     expect(fs.readFileSync(`/proc/${server}/cmdline`, 'utf8')).toContain('forkserver-main.js');
     expect(fs.existsSync(out.address)).toBe(true);
+    // The spare child the server keeps ready for the next request (lib/forkserver-main.ts) is let
+    // go once no request has come for 2 s.
+    const children = () => fs.readFileSync(`/proc/${server}/task/${server}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    const spares = children();
+    expect(spares.length).toBeLessThanOrEqual(1);
+    const idleEnd = Date.now() + 10000;
+    while (children().length > 0 && Date.now() < idleEnd) await new Promise((r) => setTimeout(r, 100));
+    expect(children()).toEqual([]);
+    for (const pid of spares) expect(await waitGone(pid)).toBe(true);
     const exited = new Promise((r) => child.once('exit', r));
     child.stdin.end('bye\n');
     await exited;
@@ -144,9 +154,35 @@ describe('forkserver start method', () => {
     expect(out.fdsAfter).toBe(out.fdsBefore);
     // 50 more without close(): their connections go with the Process objects (at most the last is still held).
     expect(out.fdsAfterGc).toBeLessThanOrEqual(out.fdsBefore + 1);
-    expect(out.children).toBe('');
+    expect(out.zombies).toBe('');
+    expect(out.liveChildren).toBeLessThanOrEqual(1); // the spare
     expect(await waitGone(out.server)).toBe(true);
   }, 120000);
+
+  test('a fork child of a client asks the server through a connection of its own; the parent keeps using its own', async () => {
+    const { out } = await runFixture('fs-program.js', ['forkchild']);
+    expect(out).toMatchObject({ first: 0, forked: 9, after: 3 });
+    expect(await waitGone(out.server)).toBe(true);
+  });
+
+  test('a spare child exits with the server: a program that exits while the spare waits leaves nothing behind', async () => {
+    const child = spawn(process.execPath, [path.join(fixtures, 'fs-program.js'), 'info', 'hold'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const line = await new Promise<string>((resolve, reject) => {
+      let buf = '';
+      child.stdout.on('data', (d) => {
+        buf += d;
+        if (buf.includes('\n')) resolve(buf.split('\n')[0]);
+      });
+      child.once('exit', (code) => reject(new Error(`fixture exited early with ${code}`)));
+    });
+    const server = JSON.parse(line).servers[0];
+    const spares = fs.readFileSync(`/proc/${server}/task/${server}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    const exited = new Promise((r) => child.once('exit', r));
+    child.stdin.end('bye\n');
+    await exited;
+    expect(await waitGone(server)).toBe(true);
+    for (const pid of spares) expect(await waitGone(pid)).toBe(true);
+  });
 
   test("a forkserver child's own forkserver children go through the same server", async () => {
     const file = tmpFile('nested.json');
