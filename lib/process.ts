@@ -5,7 +5,6 @@
  * behind the small {@link Popen} interface; the context (lib/context.ts) decides which one.
  * @module
  */
-import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -110,6 +109,18 @@ export function callerModule(): string | null {
   return null;
 }
 
+/**
+ * A main process's authkey: 32 bytes from the kernel's CSPRNG (OpenSSL only where there is no
+ * getrandom: loading node:crypto is a noticeable part of a spawned child's start-up).
+ */
+function newAuthkey(): Buffer {
+  try {
+    return native.getrandom(32);
+  } catch {
+    return (require('node:crypto') as typeof import('node:crypto')).randomBytes(32);
+  }
+}
+
 let processCounter = 0;
 /** The Process object of this process (a MainProcess in the program's first process). */
 let current: Process;
@@ -182,7 +193,7 @@ export class Process {
     // `current` is unset only while this module creates the main process object itself.
     const creator = current as Process | undefined;
     this._identity = creator ? [...creator._identity, ++processCounter] : [];
-    this._config = creator ? { ...creator._config } : { authkey: crypto.randomBytes(32) };
+    this._config = creator ? { ...creator._config } : { authkey: newAuthkey() };
     this._parentPid = native.getpid();
     this._parentName = creator ? creator._name : 'MainProcess';
     this._target = o.target ?? null;
@@ -396,12 +407,22 @@ export class Process {
   }
 }
 
+let stdioStreams = (): Array<NodeJS.WriteStream | undefined> => [process.stdout, process.stderr];
+/**
+ * @internal The stdio streams a child lets drain before it exits (all by default). A spawned
+ * child narrows it to those it has used (lib/spawn-main.ts): creating one that was never used
+ * loads Node's stream modules, only to find nothing to wait for.
+ */
+export function setStdioStreams(fn: () => Array<NodeJS.WriteStream | undefined>): void {
+  stdioStreams = fn;
+}
+
 /** Runs the exit hooks and lets stdout/stderr drain: what a child does before it exits. */
 export async function finishChild(): Promise<void> {
   for (const hook of exitHooks.splice(0)) {
     try { await hook(); } catch (err) { try { fs.writeSync(2, `multiproc: exit hook failed: ${String(err)}\n`); } catch { /* ignore */ } }
   }
-  await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((resolve) => {
+  await Promise.all(stdioStreams().map((s) => new Promise<void>((resolve) => {
     if (!s || s.writableLength === 0 || s.destroyed) return resolve();
     s.once('drain', () => resolve());
     s.once('error', () => resolve());

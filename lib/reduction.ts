@@ -5,8 +5,14 @@
  * Python's `multiprocessing.reduction`, in Node's idiom.
  * @module
  */
-import * as v8 from 'node:v8';
+import type * as V8 from 'node:v8';
 import { types } from 'node:util';
+
+let v8mod: typeof V8 | null = null;
+/** node:v8 on first use: it brings Node's whole streams stack, which a spawned child may never need. */
+function v8(): typeof V8 {
+  return v8mod ??= require('node:v8') as typeof V8;
+}
 
 /** Implemented by classes whose instances can be sent to another process. */
 export interface Reducible {
@@ -40,6 +46,16 @@ const rebuilders = new Map<string, Rebuilder>();
 /** Registers how `type` is rebuilt in a receiving process. */
 export function registerReducer(type: string, rebuild: Rebuilder): void {
   rebuilders.set(type, rebuild);
+}
+
+let loadRebuilders: (() => void) | null = null;
+/**
+ * @internal Called (once) when a type of this program's own preparation has no rebuilder: a
+ * spawned child, which loads only the part of the library it needs to start (lib/spawn-main.ts),
+ * loads the rest of the library then (never for a peer's data: see loadingTrusted()).
+ */
+export function setRebuilderLoader(load: (() => void) | null): void {
+  loadRebuilders = load;
 }
 
 const MARK = '\u0000multiproc.reduced';
@@ -100,7 +116,14 @@ function rebuildValue(value: unknown, fds: number[], seen: Map<object, unknown>)
   if (seen.has(value)) return seen.get(value);
   const type = (value as Record<string, unknown>)[MARK];
   if (typeof type === 'string') {
-    const rebuild = rebuilders.get(type);
+    let rebuild = rebuilders.get(type);
+    // Only while rebuilding our own preparation (loadingTrusted()): a peer's data loads nothing.
+    if (!rebuild && loadRebuilders && trustedDepth > 0) {
+      const load = loadRebuilders;
+      loadRebuilders = null;
+      load();
+      rebuild = rebuilders.get(type);
+    }
     if (!rebuild) throw new TypeError(`cannot rebuild a '${type}' in this process: its module is not loaded`);
     const obj = rebuild(rebuildValue((value as { state: unknown }).state, fds, new Map()), fds);
     seen.set(value, obj);
@@ -135,7 +158,7 @@ export function dumps(value: unknown, startMethod: string): { data: Buffer; fds:
   const reduced = reduceValue(value, ctx, new Map());
   let data: Buffer;
   try {
-    data = v8.serialize(reduced);
+    data = v8().serialize(reduced);
   } catch (e) {
     const err = new TypeError(`cannot send this value to a process started with '${startMethod}': ${(e as Error).message}`);
     (err as NodeJS.ErrnoException).code = 'ERR_MULTIPROC_NOT_SERIALIZABLE';
@@ -161,7 +184,7 @@ export function loadingTrusted(): boolean {
  * from this program's own parent process (see loadingTrusted()).
  */
 export function loads(data: Buffer, fds: number[], trusted = false): unknown {
-  const value = v8.deserialize(data);
+  const value = v8().deserialize(data);
   if (!trusted) return rebuildValue(value, fds, new Map());
   trustedDepth++;
   try {

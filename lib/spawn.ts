@@ -133,7 +133,54 @@ export function prepare(proc: Process, method: StartMethod): { data: Buffer; fds
     cwd: process.cwd(),
     defaultMethod: defaultContext.getStartMethod({ allowNone: true }),
   };
-  return dumps(prep, method);
+  return asJson(prep, trackerFd) ?? dumps(prep, method);
+}
+
+/** The most nesting a JSON-safe value may have (deeper ones go through dumps()). */
+const JSON_MAX_DEPTH = 64;
+
+/**
+ * True when JSON gives back exactly what the structured clone would: null, booleans, strings,
+ * finite numbers (not -0), and arrays (no holes or other keys) and plain objects of those, each
+ * object met once (no cycle, no shared reference), no '__proto__' key.
+ */
+function jsonSafe(value: unknown, seen: Set<object>, depth: number): boolean {
+  if (value === null || typeof value === 'string' || typeof value === 'boolean') return true;
+  if (typeof value === 'number') return Number.isFinite(value) && !Object.is(value, -0);
+  if (typeof value !== 'object' || depth > JSON_MAX_DEPTH || seen.has(value)) return false;
+  seen.add(value);
+  if (Array.isArray(value)) {
+    // Every index present (no hole), and then no key but the indices.
+    for (let i = 0; i < value.length; i++) if (!(i in value) || !jsonSafe(value[i], seen, depth + 1)) return false;
+    return Object.keys(value).length === value.length;
+  }
+  // A plain object of any realm (jest's sandbox has its own Object.prototype), or a null one.
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== null && !(Object.getPrototypeOf(proto) === null && Object.prototype.hasOwnProperty.call(proto, 'hasOwnProperty'))) return false;
+  for (const key of Object.keys(value)) {
+    if (key === '__proto__' || !jsonSafe((value as Record<string, unknown>)[key], seen, depth + 1)) return false;
+  }
+  return true;
+}
+
+/**
+ * The preparation as JSON when its args and a subclass's fields are JSON-safe (the usual case):
+ * the child then rebuilds it without node:v8, which brings Node's whole streams stack with it
+ * and was a noticeable part of a spawned child's start-up. The message starts with '{'; one
+ * from dumps() starts with v8's version tag (0xFF).
+ */
+function asJson(prep: Omit<Preparation, 'trackerFd'>, trackerFd: number | null): { data: Buffer; fds: number[] } | null {
+  const seen = new Set<object>();
+  if (!jsonSafe(prep.args, seen, 0) || !jsonSafe(prep.own, seen, 0)) return null;
+  const wire = { ...prep, authkey: prep.authkey.toString('hex'), trackerFd: trackerFd === null ? null : 0 };
+  return { data: Buffer.from(JSON.stringify(wire)), fds: trackerFd === null ? [] : [trackerFd] };
+}
+
+/** The inverse of prepare() in the child. */
+function readPrep(data: Buffer, fds: number[]): Preparation {
+  if (data[0] !== 0x7b) return loads(data, fds, true) as Preparation;
+  const prep = JSON.parse(data.toString()) as Omit<Preparation, 'authkey'> & { authkey: string };
+  return { ...prep, authkey: Buffer.from(prep.authkey, 'hex'), trackerFd: prep.trackerFd === null ? null : fds[prep.trackerFd] };
 }
 
 // A real import() in the CommonJS build (TypeScript would turn `import()` into require()).
@@ -180,7 +227,7 @@ registerReducer('multiproc.trackerFd', (index: number, fds: number[]) => {
 /** Child side: rebuilds the Process from a preparation message and runs it. Never returns. */
 export async function runPrepared(data: Buffer, fds: number[]): Promise<never> {
   // The preparation was written by our parent: it may name the modules of the classes it holds.
-  const prep = loads(data, fds, true) as Preparation;
+  const prep = readPrep(data, fds);
   // A daemon dies with its parent, even when the parent is killed outright.
   // (Under forkserver our parent is the server: the server ends daemons when their program goes.)
   if (prep.daemon && prep.startMethod !== 'forkserver') native.setPdeathsig(15, prep.parentPid);
