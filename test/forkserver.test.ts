@@ -149,15 +149,18 @@ describe('forkserver start method', () => {
     });
   });
 
-  test('200 processes started and joined in a row: no fd growth in the client, no zombies in the server', async () => {
-    const { out } = await runFixture('fs-program.js', ['many', '200'], { nodeArgs: ['--expose-gc'], timeout: 110000 });
+  // 100 in a row here (the 1,000-cycle leak checks per method are test/reliability/leaks.test.ts's).
+  // The deadline only tells a hang from a busy machine: two jest workers share 2 cores with
+  // other CPU-heavy suites.
+  test('100 processes started and joined in a row: no fd growth in the client, no zombies in the server', async () => {
+    const { out } = await runFixture('fs-program.js', ['many', '100'], { nodeArgs: ['--expose-gc'], timeout: 300000 });
     expect(out.fdsAfter).toBe(out.fdsBefore);
     // 50 more without close(): their connections go with the Process objects (at most the last is still held).
     expect(out.fdsAfterGc).toBeLessThanOrEqual(out.fdsBefore + 1);
     expect(out.zombies).toBe('');
     expect(out.liveChildren).toBeLessThanOrEqual(1); // the spare
     expect(await waitGone(out.server)).toBe(true);
-  }, 120000);
+  }, 330000);
 
   test('a fork child of a client asks the server through a connection of its own; the parent keeps using its own', async () => {
     const { out } = await runFixture('fs-program.js', ['forkchild']);
