@@ -1,7 +1,8 @@
 'use strict';
 // Group "process" (issue 3): start-to-exit latency of a trivial Process per start method.
 //
-// new Process({ target: noop }).start() + await join() under fork, spawn and forkserver, next to
+// new Process({ target: noop }).start() + await join() under fork, spawn and forkserver (its server
+// preloads this module, as Python's forkserver imports its __main__), next to
 // Python's multiprocessing under the same three start methods and Node's child_process.fork and
 // new Worker, all in one run, interleaved in rounds. The target is exported by this module so
 // that spawn and forkserver children can find it by name.
@@ -54,6 +55,10 @@ Object.assign(exports, {
     let mp = null;
     try {
       mp = require(path.join(root, 'dist', 'index.js'));
+      // Python's forkserver imports the main module (process.py, which defines its target) once,
+      // in the server; ours imports the module of our target there too (docs/use-cases.md:
+      // "preload the module that defines the targets"), so no child imports it again.
+      mp.setForkserverPreload([__filename]);
     } catch (e) {
       for (const m of METHODS) skipped[impl(m)] = new PeerMissing(`dist/index.js does not load: ${e.message}`);
     }
