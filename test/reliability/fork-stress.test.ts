@@ -17,9 +17,9 @@ import * as path from 'node:path';
 const fixture = path.join(__dirname, '..', 'fixtures', 'fork-stress.js');
 /**
  * 2,000 forks take 5-6 min of both cores here (about 170 ms a fork with the parent under this
- * pressure): CI runs 500, MULTIPROC_SOAK=1 (or FORK_STRESS_N) the full 2,000.
+ * pressure): CI runs 300, MULTIPROC_SOAK=1 (or FORK_STRESS_N) the full 2,000.
  */
-const N = Number(process.env.FORK_STRESS_N) || (process.env.MULTIPROC_SOAK === '1' ? 2000 : 500);
+const N = Number(process.env.FORK_STRESS_N) || (process.env.MULTIPROC_SOAK === '1' ? 2000 : 300);
 
 interface Out { forks: number; ok: number; hangs: number; crashes: number; badExit: number; details: unknown[]; ms: number }
 
