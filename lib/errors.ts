@@ -23,13 +23,15 @@ export function argMessage(expected: string, name: string, value: unknown): stri
   return `Expected ${expected} for "${name}" but received ${describe(value)}`;
 }
 
-function typeError(expected: string, name: string, value: unknown): TypeError {
+/** A TypeError (ERR_INVALID_ARG_TYPE) with the standard message for argument `name`. */
+export function typeError(expected: string, name: string, value: unknown): TypeError {
   const e = new TypeError(argMessage(expected, name, value));
   (e as NodeJS.ErrnoException).code = 'ERR_INVALID_ARG_TYPE';
   return e;
 }
 
-function rangeError(expected: string, name: string, value: unknown): RangeError {
+/** A RangeError (ERR_OUT_OF_RANGE) with the standard message for argument `name`. */
+export function rangeError(expected: string, name: string, value: unknown): RangeError {
   const e = new RangeError(argMessage(expected, name, value));
   (e as NodeJS.ErrnoException).code = 'ERR_OUT_OF_RANGE';
   return e;

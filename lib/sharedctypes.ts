@@ -34,7 +34,7 @@
  * @module
  */
 import { inspect } from 'node:util';
-import { argMessage, validateInteger, validateObject } from './errors';
+import { rangeError, typeError, validateInteger, validateObject } from './errors';
 import { getHeap, rebuildBlock, reduceBlock, MAX_BLOCK } from './heap';
 import type { BlockRef, BlockState } from './heap';
 import { reduceSymbol, registerReducer } from './reduction';
@@ -120,18 +120,6 @@ const TYPES: Record<TypeCode, TypeInfo> = {
 };
 
 const TYPECODES = Object.keys(TYPES) as TypeCode[];
-
-function typeError(expected: string, name: string, value: unknown): TypeError {
-  const e = new TypeError(argMessage(expected, name, value));
-  (e as NodeJS.ErrnoException).code = 'ERR_INVALID_ARG_TYPE';
-  return e;
-}
-
-function rangeError(expected: string, name: string, value: unknown): RangeError {
-  const e = new RangeError(argMessage(expected, name, value));
-  (e as NodeJS.ErrnoException).code = 'ERR_OUT_OF_RANGE';
-  return e;
-}
 
 function validateTypecode(value: unknown, name = 'typecode'): TypeCode {
   const expected = `a typecode (one of ${TYPECODES.map((t) => `'${t}'`).join(', ')})`;
