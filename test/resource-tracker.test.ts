@@ -3,6 +3,7 @@
 // (test/fixtures/tracker-program.js) run with child_process, so that no tracker is ever started
 // by jest's own long-lived worker. A tracker inherits the fixture's stderr, so the fixture's
 // 'close' event (every holder of its stdio pipes gone) is also the moment the tracker has exited.
+import { alive } from './helpers/procs';
 import { spawn, ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -48,15 +49,6 @@ function shmExists(name: string): boolean {
   return fs.existsSync(`/dev/shm/${name.slice(1)}`);
 }
 
-/** Running (a zombie counts as ended). */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 /** Ended and reaped: no trace left in /proc. */
 function gone(pid: number): boolean {

@@ -18,6 +18,7 @@
 // "never hangs" is a generous deadline (PATIENCE), never a timing assumption; a wait that could
 // block this thread for ever (a Sync call) runs only after the Promise form proved, in the same
 // test, that it ends; every process started here is killed and joined, every name unlinked.
+import { alive } from '../helpers/procs';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -64,15 +65,6 @@ function within<T>(p: Promise<T>, what: string, ms = PATIENCE): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Running, not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 const started: AnyProcess[] = [];
 const conns: Array<InstanceType<typeof mp.Connection>> = [];
