@@ -84,7 +84,7 @@ module.exports = {
       }
     }
     const note = `${WORKERS} workers, ${TABLE_MIB} MiB table, autocannon 50 connections x ${duration} s after 1 s of warm-up, ${rounds} rounds`;
-    ctx.emit(IMPL.prefork, rps.prefork, { unit: 'req/s', desc: `preforkServer(): workers forked after the table loaded, accepting on one socket; ${note}` });
+    ctx.emit(IMPL.prefork, rps.prefork, { unit: 'req/s', desc: `preforkServer(): workers forked after the table loaded (prefault on, the default), accepting on one socket; ${note}` });
     ctx.emit(IMPL.cluster, rps.cluster, { unit: 'req/s', desc: `cluster.fork() x ${WORKERS}, round-robin; each worker loads the table; ${note}` });
     ctx.emit(IMPL.preforkUss, uss.prefork, { unit: 'MiB', desc: 'Private_Clean + Private_Dirty of each preforked worker after the load' });
     ctx.emit(IMPL.clusterUss, uss.cluster, { unit: 'MiB', desc: 'the same for each cluster worker' });

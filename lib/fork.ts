@@ -183,7 +183,9 @@ function reseededRandom(): () => number {
 function repairChild(bumpGeneration: boolean): void {
   inForkedChild = true;
   if (bumpGeneration) state.generation++;
-  Object.defineProperty(process, 'pid', { get: native.getpid, enumerable: true, configurable: true });
+  // A value, as Node's own is (each fork child sets its own here): a getter would make every
+  // read of process.pid a system call, and servers read it per request.
+  Object.defineProperty(process, 'pid', { value: native.getpid(), writable: false, enumerable: true, configurable: true });
   Object.defineProperty(process, 'ppid', { get: native.getppid, enumerable: true, configurable: true });
   Math.random = reseededRandom();
   // The exit code for a natural end (the cleanup hook calls _exit with it).

@@ -51,6 +51,15 @@ export interface PreforkOptions {
   shutdownTimeout?: number;
   /** Close the server on SIGTERM and SIGINT to the master (default true). */
   handleSignals?: boolean;
+  /**
+   * Each worker reads, once, every page of memory it inherited from the master before it
+   * accepts (default true). A fork child's first touch of an inherited page costs a page fault
+   * of its own, even for a read (on the development VM about 5 us a page: 250 ms over a 200 MiB
+   * table); prefaulting moves that cost from the first requests to the worker's start-up, as a
+   * cluster worker pays for loading its own state before it listens. Reading copies nothing: the
+   * memory stays shared. `false` starts workers faster when the master holds little state.
+   */
+  prefault?: boolean;
 }
 
 /** What a worker that exited reports (the `'exit'` event). */
@@ -74,6 +83,7 @@ export class PreforkServer extends EventEmitter {
   readonly #make: () => net.Server;
   readonly #restart: boolean;
   readonly #shutdownTimeout: number;
+  readonly #prefault: boolean;
   /** Each running worker and the promise that settles once its exit has been handled. */
   readonly #workers = new Map<Process, Promise<void>>();
   #closing: Promise<void> | null = null;
@@ -89,6 +99,7 @@ export class PreforkServer extends EventEmitter {
     this.#address = { address, family: 'IPv4', port };
     this.#restart = o.restart;
     this.#shutdownTimeout = o.shutdownTimeout;
+    this.#prefault = o.prefault;
     if (o.handleSignals) {
       this.#signalHandler = (sig) => {
         this.close().then(() => {
@@ -130,9 +141,10 @@ export class PreforkServer extends EventEmitter {
     const make = this.#make;
     const lfd = this.#fd;
     const master = process.pid;
+    const prefault = this.#prefault;
     const worker = new (defaultContext.getContext('fork').Process)({
       name: 'PreforkWorker',
-      target: () => runWorker(make, lfd, master),
+      target: () => runWorker(make, lfd, master, prefault),
     });
     worker.start();
     const started = Date.now();
@@ -199,9 +211,10 @@ export class PreforkServer extends EventEmitter {
 }
 
 /** In a worker: serve on the inherited socket until SIGTERM, then finish and exit. */
-function runWorker(make: () => net.Server, lfd: number, master: number): Promise<void> {
+function runWorker(make: () => net.Server, lfd: number, master: number, prefault: boolean): Promise<void> {
   // A master killed without a chance to stop its workers must not leave them serving.
   native.setPdeathsig(15, master);
+  if (prefault) native.prefaultInherited();
   const server = make();
   if (!server || typeof (server as net.Server).listen !== 'function') {
     throw new TypeError('the prefork server factory must return a net.Server or http.Server');
@@ -249,6 +262,8 @@ export async function preforkServer(createServer: () => net.Server, opts: Prefor
   validateBoolean(handleSignals, 'opts.handleSignals');
   const shutdownTimeout = opts.shutdownTimeout ?? 10000;
   validateInteger(shutdownTimeout, 'opts.shutdownTimeout', 0, 2 ** 31 - 1);
+  const prefault = opts.prefault ?? true;
+  validateBoolean(prefault, 'opts.prefault');
 
   const fd = S.sockCreate('AF_INET');
   try {
@@ -258,5 +273,5 @@ export async function preforkServer(createServer: () => net.Server, opts: Prefor
     native.close(fd);
     throw e;
   }
-  return new PreforkServer(createServer, fd, { workers, restart, shutdownTimeout, handleSignals });
+  return new PreforkServer(createServer, fd, { workers, restart, shutdownTimeout, handleSignals, prefault });
 }

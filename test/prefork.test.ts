@@ -4,7 +4,10 @@ import { spawn, ChildProcess } from 'node:child_process';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import * as fs from 'node:fs';
 import { preforkServer } from '../lib';
+import { native } from '../lib/native';
+import * as posix from '../lib/posix';
 
 const fixture = path.join(__dirname, 'fixtures', 'prefork-master.js');
 
@@ -15,8 +18,8 @@ interface Master {
   exited: Promise<{ code: number | null; signal: string | null }>;
 }
 
-function startMaster(workers = 2): Master {
-  const child = spawn(process.execPath, [fixture, String(workers)], { stdio: ['ignore', 'pipe', 'inherit'] });
+function startMaster(workers = 2, prefault = true): Master {
+  const child = spawn(process.execPath, [fixture, String(workers), prefault ? 'prefault' : 'noprefault'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const events: any[] = [];
   const waiters: Array<{ pred: (e: any) => boolean; resolve: (e: any) => void }> = [];
   readline.createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -66,8 +69,8 @@ async function gone(pid: number): Promise<boolean> {
 }
 
 describe('preforkServer', () => {
-  test('two workers both answer requests on the shared socket', async () => {
-    const m = startMaster(2);
+  test.each([true, false])('two workers both answer requests on the shared socket (prefault: %s)', async (prefault) => {
+    const m = startMaster(2, prefault);
     const ready = await m.next((e) => e.ready);
     expect(ready.pids).toHaveLength(2);
     const seen = new Set<number>();
@@ -134,6 +137,35 @@ describe('preforkServer', () => {
     await expect(preforkServer(() => http.createServer(), { workers: 0 })).rejects.toMatchObject({ name: 'RangeError' });
     await expect(preforkServer(() => http.createServer(), { port: 70000 })).rejects.toMatchObject({ name: 'RangeError' });
     await expect(preforkServer(() => http.createServer(), { host: 'localhost' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(preforkServer(() => http.createServer(), { prefault: 'yes' as never }))
+      .rejects.toMatchObject({ name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining('opts.prefault') });
+  });
+
+  test('prefaulting reads every page a fork child inherited without copying it', () => {
+    // 64 MiB written in the parent: the child must read all of it (at least 16,384 pages) and
+    // its private memory must not grow by the table's size (a read leaves pages shared).
+    const table = new Float64Array((64 << 20) / 8);
+    for (let i = 0; i < table.length; i += 512) table[i] = i;
+    const privateKiB = (): number => {
+      const text = fs.readFileSync('/proc/self/smaps_rollup', 'utf8');
+      const kb = (f: string): number => Number(new RegExp(`^${f}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+      return kb('Private_Clean') + kb('Private_Dirty');
+    };
+    const shared = posix.mmapAnonymous(16);
+    const pid = posix.fork();
+    if (pid === 0) {
+      const before = privateKiB();
+      const r = native.prefaultInherited();
+      const view = new Float64Array(shared.buffer, shared.byteOffset, 2);
+      view[0] = r.pages;
+      view[1] = privateKiB() - before;
+      posix._exit(0);
+    }
+    expect(posix.waitpid(pid)).toMatchObject({ exitCode: 0 });
+    const view = new Float64Array(shared.buffer, shared.byteOffset, 2);
+    expect(view[0]).toBeGreaterThanOrEqual((64 << 20) / 4096);
+    expect(view[1]).toBeLessThan(8 * 1024);
+    expect(table[512]).toBe(512);
   });
 
   test('a port in use gives EADDRINUSE', async () => {
