@@ -19,6 +19,7 @@ const root = path.join(__dirname, '..');
 const INCREMENTS = 100_000;
 
 const IMPL = {
+  floor: 'JS Atomics floor',
   lock: 'multiproc Lock',
   rlock: 'multiproc RLock',
   pyLock: 'python mp.Lock',
@@ -32,6 +33,7 @@ const IMPL = {
 };
 
 const DESC = {
+  [IMPL.floor]: 'the least a cross-process lock written in JavaScript can do per pair: Atomics.compareExchange to take, Atomics.store to give back, a plain read of a waiter count; same loop',
   [IMPL.lock]: 'new Lock(): lock.acquireSync(); lock.release() in a loop, pairs per second',
   [IMPL.rlock]: 'new RLock(): the same',
   [IMPL.pyLock]: 'python3 mp.get_context("fork").Lock(): acquire(); release() in a loop',
@@ -123,6 +125,28 @@ async function counterRun(mp, sync, posix, method, LockClass) {
 }
 
 /**
+ * The floor under any lock built on JavaScript's Atomics (V8 does not inline them: each is a
+ * call into a builtin), with acquireSync()/release() methods so that it runs in the same loop
+ * as the real locks.
+ */
+class AtomicsFloor {
+  constructor() {
+    this.w = new Int32Array(new SharedArrayBuffer(8));
+    this.w[0] = 1;
+  }
+
+  acquireSync() {
+    if (Atomics.compareExchange(this.w, 0, 1, 0) !== 1) throw new Error('floor lock is taken');
+    return true;
+  }
+
+  release() {
+    Atomics.store(this.w, 0, 1);
+    if (this.w[1] !== 0) throw new Error('floor lock has waiters');
+  }
+}
+
+/**
  * Pairs per second of acquireSync()+release(), `n` pairs per sample. The loop is compiled anew
  * for each lock, so that its call sites see one class (as a program's loop would), not every
  * class this benchmark has measured.
@@ -170,6 +194,7 @@ Object.assign(exports, {
     const pyKeys = ['pyLock', 'pyRLock', 'pyForkValue', 'pyForkLock', 'pySpawnValue'];
 
     for (let r = 0; r < rounds; r++) {
+      add('floor', uncontended(new AtomicsFloor(), pairs, runs));
       if (sync) {
         if (!skipped.lock) try { add('lock', uncontended(new sync.Lock(fork), pairs, runs)); } catch (e) { skipped.lock = e; }
         if (!skipped.rlock) try { add('rlock', uncontended(new sync.RLock(fork), pairs, runs)); } catch (e) { skipped.rlock = e; }
@@ -194,13 +219,16 @@ Object.assign(exports, {
 
     for (const k of Object.keys(IMPL)) {
       const desc = DESC[IMPL[k]];
-      const unit = ['lock', 'rlock', 'pyLock', 'pyRLock'].includes(k) ? 'pairs/s' : 'ms';
+      const unit = ['floor', 'lock', 'rlock', 'pyLock', 'pyRLock'].includes(k) ? 'pairs/s' : 'ms';
       if (skipped[k]) ctx.skip(IMPL[k], skipped[k], { desc });
       else if (samples[k] && samples[k].length) ctx.emit(IMPL[k], samples[k], { unit, desc });
     }
     ctx.baseline(IMPL.lock);
     ctx.ratio(IMPL.lock, IMPL.pyLock, { target: '>= 2' });
     ctx.ratio(IMPL.rlock, IMPL.pyRLock, { target: '>= 2' });
+    // What the floor allows: no JavaScript lock can be faster than the floor row.
+    ctx.ratio(IMPL.floor, IMPL.pyLock);
+    ctx.ratio(IMPL.lock, IMPL.floor);
     // Context only: the issue's locked-counter figure (target >= 5x) is the Value-based one in
     // the 'shared' group (bench/shared.js), which counts on multiproc's Value as Python does.
     ctx.ratio(IMPL.pyForkValue, IMPL.forkLock);

@@ -1,11 +1,13 @@
 'use strict';
 // Group "process" (issue 3): start-to-exit latency of a trivial Process per start method.
 //
-// new Process({ target: noop }).start() + await join() under fork, spawn and forkserver (its server
-// preloads this module, as Python's forkserver imports its __main__), next to
+// new Process({ target: noop }).start() + await join() under fork, spawn and forkserver, next to
 // Python's multiprocessing under the same three start methods and Node's child_process.fork and
-// new Worker, all in one run, interleaved in rounds. The target is exported by this module so
-// that spawn and forkserver children can find it by name.
+// new Worker, all in one run, interleaved in rounds. The target is `noop` of
+// fixtures/trivial.js, the very module child_process.fork runs: a spawn child imports that
+// module and nothing else of the benchmark's (this file's own imports, child_process and
+// worker_threads among them, cost a spawn child about 20 ms here); the forkserver preloads it,
+// as Python's forkserver imports its __main__.
 const path = require('node:path');
 const childProcess = require('node:child_process');
 const { Worker } = require('node:worker_threads');
@@ -14,8 +16,7 @@ const { PeerMissing } = require('./lib/context');
 const root = path.join(__dirname, '..');
 const trivial = path.join(__dirname, 'fixtures', 'trivial.js');
 
-function noop() {}
-exports.noop = noop;
+const { noop } = require(trivial);
 
 const METHODS = ['fork', 'forkserver', 'spawn'];
 const impl = (m) => `multiproc ${m}`;
@@ -28,7 +29,7 @@ function exitOf(emitter) {
 }
 
 async function startJoin(ctx) {
-  const p = new ctx.Process({ target: noop, module: __filename });
+  const p = new ctx.Process({ target: noop, module: trivial });
   p.start();
   await p.join();
   if (p.exitCode !== 0) throw new Error(`Process exited with ${p.exitCode}`);
@@ -58,7 +59,7 @@ Object.assign(exports, {
       // Python's forkserver imports the main module (process.py, which defines its target) once,
       // in the server; ours imports the module of our target there too (docs/use-cases.md:
       // "preload the module that defines the targets"), so no child imports it again.
-      mp.setForkserverPreload([__filename]);
+      mp.setForkserverPreload([trivial]);
     } catch (e) {
       for (const m of METHODS) skipped[impl(m)] = new PeerMissing(`dist/index.js does not load: ${e.message}`);
     }
