@@ -92,7 +92,7 @@ interface SocketBinding {
   fdReadRecord(fd: number, buf: Buffer, offset: number, length: number, fdsOut?: number[]): number;
   sockPair(type: 'stream' | 'seqpacket'): [number, number];
   sockSendBuffer(fd: number): number;
-  sockCreate(family: Family): number;
+  sockCreate(family: Family, type?: 'stream' | 'seqpacket'): number;
   sockBind(fd: number, family: Family, address: Buffer | string, port?: number): void;
   sockListen(fd: number, backlog: number): void;
   sockAccept(fd: number): { fd: number; peer: Buffer | [string, number] | null } | null;
@@ -1685,6 +1685,12 @@ export interface ListenerOptions {
   maxMessageSize?: number;
   /** Time allowed for a client's handshake in ms (default 20000; null: no limit). */
   authTimeout?: number | null;
+  /**
+   * @internal AF_UNIX only: listen on a SOCK_SEQPACKET socket, so that each small message is
+   * one record read in one call (see FIRST_RECORD). Only multiproc's own Clients with the same
+   * option can connect (a Manager's server and its proxies); Python's cannot.
+   */
+  records?: boolean;
 }
 
 /** Options of Client(). */
@@ -1702,6 +1708,24 @@ export interface ClientOptions {
    * stays full (it does not accept), or a TCP peer that never answers, fails with `ETIMEDOUT`.
    */
   connectTimeout?: number | null;
+  /**
+   * @internal AF_UNIX only: connect with a SOCK_SEQPACKET socket first (a Listener made with
+   * `records`), and with a stream socket if the listener is of that type (EPROTOTYPE).
+   */
+  records?: boolean;
+}
+
+/** The socket for a Listener or Client: SOCK_SEQPACKET when asked for and the system has it. */
+function createSocket(family: Family, records: boolean): { fd: number; records: boolean } {
+  if (records && family === 'AF_UNIX') {
+    try {
+      return { fd: S.sockCreate(family, 'seqpacket'), records: true };
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EPROTONOSUPPORT' && code !== 'ESOCKTNOSUPPORT' && code !== 'EINVAL') throw e;
+    }
+  }
+  return { fd: S.sockCreate(family), records: false };
 }
 
 /** CPython's CONNECTION_TIMEOUT: "a very generous timeout when it comes to local connections". */
@@ -1799,7 +1823,7 @@ export class Listener {
     this.#maxMessageSize = o.maxMessageSize === undefined ? DEFAULT_SOCKET_MAX_MESSAGE : validateMaxMessageSize(o.maxMessageSize, 'opts.maxMessageSize');
     this.#authTimeout = authTimeoutOf(o.authTimeout, 'opts.authTimeout');
     this.#family = family;
-    const fd = S.sockCreate(family);
+    const { fd } = createSocket(family, o.records === true);
     let made: string | null = null;
     try {
       if (family === 'AF_UNIX') {
@@ -2008,7 +2032,7 @@ export async function Client(address: Address, opts?: ClientOptions): Promise<Co
     target = [ip, port];
     description = `${ip}:${port}`;
   }
-  const fd = S.sockCreate(family);
+  let { fd, records } = createSocket(family, o.records === true);
   let conn: Connection;
   try {
     const deadline = connectTimeout === undefined ? Infinity : Date.now() + connectTimeout;
@@ -2016,6 +2040,24 @@ export async function Client(address: Address, opts?: ClientOptions): Promise<Co
     // until the deadline: a listener that never accepts does not hold the caller forever.
     for (let delay = 1; ; delay = Math.min(delay * 2, 100)) {
       try {
+        if (records) {
+          try {
+            if (!S.sockConnect(fd, family, target[0], target[1])) {
+              if (!(await connectDone(fd, deadline - Date.now()))) {
+                throw connectTimedOut(connectTimeout!, description, 'no answer from the listener');
+              }
+              S.sockConnectResult(fd, description);
+            }
+            break;
+          } catch (e) {
+            // A stream listener: connect as one.
+            if ((e as NodeJS.ErrnoException).code !== 'EPROTOTYPE') throw e;
+            closeAll([fd]);
+            fd = -1;
+            fd = S.sockCreate(family);
+            records = false;
+          }
+        }
         if (!S.sockConnect(fd, family, target[0], target[1])) {
           if (!(await connectDone(fd, deadline - Date.now()))) {
             throw connectTimedOut(connectTimeout!, description, 'no answer from the listener');

@@ -321,7 +321,7 @@ export class ClientMux {
   async #connect(): Promise<void> {
     let conn: Connection;
     try {
-      conn = await Client(this.address, { authkey: this.authkey });
+      conn = await Client(this.address, { authkey: this.authkey, records: true });
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       if (err && err.name === 'AuthenticationError') this.#fail(err);
@@ -1867,7 +1867,7 @@ export class Server {
       });
     }
     this.#local = new ServerClient(this, null);
-    this.listener = new Listener({ address: address ?? undefined, backlog: 128 });
+    this.listener = new Listener({ address: address ?? undefined, backlog: 128, records: true });
     this.address = this.listener.address;
     this.#done = new Promise((resolve) => { this.#resolveDone = resolve; });
     const fns: Record<string, ServerFunction> = {

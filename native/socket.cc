@@ -455,10 +455,17 @@ Napi::Value AddressValue(Napi::Env env, const struct sockaddr_storage& ss, sockl
   return env.Null();
 }
 
-// sockCreate(family) -> fd: a non-blocking (for listen and connect), close-on-exec stream socket.
+// sockCreate(family, type = 'stream') -> fd: a non-blocking (for listen and connect),
+// close-on-exec stream socket, or a SOCK_SEQPACKET one ('seqpacket', AF_UNIX only).
 Napi::Value SockCreate(const Napi::CallbackInfo& info) {
   int family = FamilyOf(info, 0);
-  int fd = ::socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int type = SOCK_STREAM;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    std::string t = ArgString(info, 1, "type");
+    if (t == "seqpacket" && family == AF_UNIX) type = SOCK_SEQPACKET;
+    else if (t != "stream") ThrowType(info.Env(), "The \"type\" argument must be 'stream', or 'seqpacket' for AF_UNIX");
+  }
+  int fd = ::socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd == -1) ThrowErrno(info.Env(), errno, "socket");
   if (family == AF_INET) {
     int one = 1;

@@ -858,6 +858,34 @@ describe('Listener and Client', () => {
     expect(fs.existsSync(address)).toBe(false);
   });
 
+  test('records (internal, used by Managers): SOCK_SEQPACKET on both ends, a stream listener still reachable, a stream client refused', async () => {
+    const kind = (c: C.Connection): string => (native as unknown as { fdKind(fd: number): string }).fdKind(c.fileno());
+    const rec = new Listener({ records: true, authkey: Buffer.from('k') });
+    // Both ends are records; authentication and a message larger than one record go through.
+    const [client, server] = await Promise.all([Client(rec.address, { records: true, authkey: Buffer.from('k') }), rec.accept()]);
+    expect([kind(client), kind(server)]).toEqual(['seqpacket', 'seqpacket']);
+    const big = crypto.randomBytes(300 * 1024);
+    const got = server.recvBytes();
+    await client.sendBytes(big);
+    expect((await got).equals(big)).toBe(true);
+    server.sendSync({ n: 1 });
+    expect(await client.recv()).toEqual({ n: 1 });
+    client.close();
+    server.close();
+    // A records Client falls back to a stream socket for a stream Listener (EPROTOTYPE).
+    const stream = new Listener();
+    const [c2, s2] = await Promise.all([Client(stream.address, { records: true }), stream.accept()]);
+    expect([kind(c2), kind(s2)]).toEqual(['stream', 'stream']);
+    c2.sendSync('x');
+    expect(s2.recvSync()).toBe('x');
+    c2.close();
+    s2.close();
+    stream.close();
+    // A plain (stream) Client cannot connect to a records Listener, and says why.
+    await rejectsWith(Client(rec.address), 'Error', 'EPROTOTYPE');
+    rec.close();
+  });
+
   test('Linux abstract socket names (a leading NUL byte)', async () => {
     const address = `\0multiproc-test-${process.pid}-${Date.now()}`;
     const l = new Listener({ address });
