@@ -415,13 +415,14 @@ describe('Condition', () => {
         cond.release();
       }
     })();
-    for (let i = 0; i < 3; i++) {
-      await sleep(5);
-      cond.acquireSync();
-      state++;
-      cond.notify();
-      cond.release();
-    }
+    // One change only: whether the waiter is already asleep (the notify wakes it) or not yet
+    // (its first look at the predicate sees the change), it returns the value it saw. (Changing
+    // the state again before it has looked would race it.)
+    await sleep(5);
+    cond.acquireSync();
+    state = 1;
+    cond.notify();
+    cond.release();
     expect(await waiting).toBe(1);
   });
 
