@@ -83,12 +83,13 @@ function attach(ref) {
   }
 }
 
-/** Child: waits at the barrier, increments counter[0] n times under the lock, records its end. */
+/** Child: waits at the barrier, increments counter[0] n times under the lock, records its start and end. */
 function incrementUnderLock(lock, ref, n, barrier, idx) {
   const buf = attach(ref);
   const counter = new Int32Array(buf.buffer, buf.byteOffset, 2);
-  const ends = new Float64Array(buf.buffer, buf.byteOffset + 8, 2);
+  const ends = new Float64Array(buf.buffer, buf.byteOffset + 8, 4); // [end 0, end 1, start 0, start 1]
   barrier.waitSync();
+  ends[2 + idx] = Number(process.hrtime.bigint()) / 1e6;
   for (let i = 0; i < n; i++) {
     lock.acquireSync();
     counter[0]++;
@@ -103,10 +104,10 @@ async function counterRun(mp, sync, posix, method, LockClass) {
   const ctx = mp.getContext(method);
   const lock = new LockClass({ ctx });
   const barrier = new sync.Barrier(3, { ctx });
-  const block = sharedBlock(posix, method, 24);
+  const block = sharedBlock(posix, method, 40);
   try {
     const counter = new Int32Array(block.buf.buffer, block.buf.byteOffset, 2);
-    const ends = new Float64Array(block.buf.buffer, block.buf.byteOffset + 8, 2);
+    const ends = new Float64Array(block.buf.buffer, block.buf.byteOffset + 8, 4);
     const ps = [0, 1].map((k) => new ctx.Process({ target: incrementUnderLock, args: [lock, block.ref, INCREMENTS, barrier, k], module: __filename }));
     for (const p of ps) p.start();
     // Blocking, as Python's parent does: t0 is taken the moment the barrier lets everyone go.
@@ -118,7 +119,8 @@ async function counterRun(mp, sync, posix, method, LockClass) {
       p.close();
     }
     if (counter[0] !== 2 * INCREMENTS) throw new Error(`counter ended at ${counter[0]}, not ${2 * INCREMENTS}`);
-    return Math.max(ends[0], ends[1]) - t0;
+    // From the first process the barrier let go (the parent may run after the children began).
+    return Math.max(ends[0], ends[1]) - Math.min(t0, ends[2], ends[3]);
   } finally {
     block.unlink();
   }
