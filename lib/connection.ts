@@ -2036,33 +2036,28 @@ export async function Client(address: Address, opts?: ClientOptions): Promise<Co
   let conn: Connection;
   try {
     const deadline = connectTimeout === undefined ? Infinity : Date.now() + connectTimeout;
+    const connectOnce = async (): Promise<void> => {
+      if (!S.sockConnect(fd, family, target[0], target[1])) {
+        if (!(await connectDone(fd, deadline - Date.now()))) {
+          throw connectTimedOut(connectTimeout!, description, 'no answer from the listener');
+        }
+        S.sockConnectResult(fd, description);
+      }
+    };
     // A Unix socket whose backlog is full says EAGAIN: try again shortly (Python would block),
     // until the deadline: a listener that never accepts does not hold the caller forever.
     for (let delay = 1; ; delay = Math.min(delay * 2, 100)) {
       try {
-        if (records) {
-          try {
-            if (!S.sockConnect(fd, family, target[0], target[1])) {
-              if (!(await connectDone(fd, deadline - Date.now()))) {
-                throw connectTimedOut(connectTimeout!, description, 'no answer from the listener');
-              }
-              S.sockConnectResult(fd, description);
-            }
-            break;
-          } catch (e) {
-            // A stream listener: connect as one.
-            if ((e as NodeJS.ErrnoException).code !== 'EPROTOTYPE') throw e;
-            closeAll([fd]);
-            fd = -1;
-            fd = S.sockCreate(family);
-            records = false;
-          }
-        }
-        if (!S.sockConnect(fd, family, target[0], target[1])) {
-          if (!(await connectDone(fd, deadline - Date.now()))) {
-            throw connectTimedOut(connectTimeout!, description, 'no answer from the listener');
-          }
-          S.sockConnectResult(fd, description);
+        try {
+          await connectOnce();
+        } catch (e) {
+          // A records socket meeting a stream listener: connect as a stream.
+          if (!records || (e as NodeJS.ErrnoException).code !== 'EPROTOTYPE') throw e;
+          closeAll([fd]);
+          fd = -1;
+          fd = S.sockCreate(family);
+          records = false;
+          await connectOnce();
         }
         break;
       } catch (e) {
