@@ -62,6 +62,8 @@ export interface NativeBinding {
   /** In a forkIsolated child: terminate the current JS stack and drop queued microtasks. */
   unwindStack(): void;
   /** In a forked child: cb(streak) each loop turn with nothing of the child's own to do. */
+  /** Blocks (true) or unblocks one signal for the calling thread; fork children inherit it. */
+  setSignalBlocked(signo: number, blocked: boolean): void;
   /** Reads one byte of each resident page of the private anonymous memory: { pages, ms }. */
   prefaultInherited(): { pages: number; ms: number; checksum: number };
   watchDryLoop(cb: (streak: number) => void): void;

@@ -146,7 +146,14 @@ export class PreforkServer extends EventEmitter {
       name: 'PreforkWorker',
       target: () => runWorker(make, lfd, master, prefault),
     });
-    worker.start();
+    // Forked with SIGTERM blocked (runWorker unblocks it once its handler is in place): a
+    // close() that comes while the worker starts is held until then, instead of killing it.
+    native.setSignalBlocked(15, true);
+    try {
+      worker.start();
+    } finally {
+      native.setSignalBlocked(15, false);
+    }
     const started = Date.now();
     // Deferred, so that the first workers' events reach listeners added after preforkServer().
     const pid = worker.pid;
@@ -214,6 +221,17 @@ export class PreforkServer extends EventEmitter {
 function runWorker(make: () => net.Server, lfd: number, master: number, prefault: boolean): Promise<void> {
   // A master killed without a chance to stop its workers must not leave them serving.
   native.setPdeathsig(15, master);
+  // SIGTERM is handled from the start (it stays blocked until then): a worker told to stop while
+  // it is still getting ready (prefaulting, or in createServer()) exits with 0 as one that was
+  // serving, not by the signal.
+  let stop: (() => void) | null = null;
+  let stopAsked = false;
+  process.once('SIGTERM', () => {
+    stopAsked = true;
+    stop?.();
+  });
+  process.on('SIGINT', () => undefined);  // the master decides; a terminal's ^C reaches us too
+  native.setSignalBlocked(15, false);  // the master forked us with it blocked
   if (prefault) native.prefaultInherited();
   const server = make();
   if (!server || typeof (server as net.Server).listen !== 'function') {
@@ -221,17 +239,19 @@ function runWorker(make: () => net.Server, lfd: number, master: number, prefault
   }
   return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
+    if (stopAsked) {
+      resolve();  // told to stop before it served: nothing is in flight
+      return;
+    }
     // libuv accepts every pending connection at each wake-up by default: the first worker to wake
     // would take a burst of them all. One accept per turn lets the kernel spread them.
     process.env.UV_TCP_SINGLE_ACCEPT ??= '1';
     server.listen({ fd: S.fdDup(lfd) });
-    const stop = (): void => {
+    stop = (): void => {
       server.close(() => resolve());
       // Keep-alive connections with no request in flight would hold close() open.
       (server as { closeIdleConnections?: () => void }).closeIdleConnections?.();
     };
-    process.once('SIGTERM', stop);
-    process.on('SIGINT', () => undefined);  // the master decides; a terminal's ^C reaches us too
   });
 }
 

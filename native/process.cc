@@ -210,6 +210,21 @@ int DoforkAnonymous() {
   return count < 0 ? 0 : count;
 }
 
+// setSignalBlocked(signo, blocked): blocks or unblocks one signal for the calling (main) thread.
+// A fork child inherits the mask: a prefork worker is forked with SIGTERM blocked and unblocks
+// it once its handler is installed, so a SIGTERM sent while it starts is held, not fatal.
+Napi::Value SetSignalBlocked(const Napi::CallbackInfo& info) {
+  int sig = ArgInt32(info, 0, "signal");
+  if (sig < 1 || sig > 64) ThrowRange(info.Env(), "Expected an integer between 1 and 64 for \"signal\" but received " + std::to_string(sig));
+  bool block = info.Length() > 1 && info[1].ToBoolean().Value();
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  int r = pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, nullptr);
+  if (r != 0) ThrowErrno(info.Env(), r, "pthread_sigmask");
+  return info.Env().Undefined();
+}
+
 // prefaultInherited(): reads one byte of every resident page of this process's private
 // anonymous memory, and returns { pages, ms }. For a fork child that is about to serve: the
 // first touch of each page it inherited costs a fault of its own (measured on the development
@@ -843,6 +858,7 @@ void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("forkStats", Napi::Function::New(env, ForkStats, "forkStats"));
   exports.Set("platformWorkerThreads", Napi::Function::New(env, PlatformWorkerThreads, "platformWorkerThreads"));
   exports.Set("setChildPoolSize", Napi::Function::New(env, SetChildPoolSize, "setChildPoolSize"));
+  exports.Set("setSignalBlocked", Napi::Function::New(env, SetSignalBlocked, "setSignalBlocked"));
   exports.Set("prefaultInherited", Napi::Function::New(env, PrefaultInherited, "prefaultInherited"));
   exports.Set("watchDryLoop", Napi::Function::New(env, WatchDryLoop, "watchDryLoop"));
   exports.Set("setExitCode", Napi::Function::New(env, SetExitCode, "setExitCode"));

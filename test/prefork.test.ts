@@ -18,8 +18,8 @@ interface Master {
   exited: Promise<{ code: number | null; signal: string | null }>;
 }
 
-function startMaster(workers = 2, prefault = true): Master {
-  const child = spawn(process.execPath, [fixture, String(workers), prefault ? 'prefault' : 'noprefault'], { stdio: ['ignore', 'pipe', 'inherit'] });
+function startMaster(workers = 2, prefault = true, slowStart = false): Master {
+  const child = spawn(process.execPath, [fixture, String(workers), prefault ? 'prefault' : 'noprefault', slowStart ? 'slowstart' : 'start'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const events: any[] = [];
   const waiters: Array<{ pred: (e: any) => boolean; resolve: (e: any) => void }> = [];
   readline.createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -122,6 +122,18 @@ describe('preforkServer', () => {
     expect(exits.map((e) => e.exitCode)).toEqual([0, 0]);
     expect(m.events.some((e) => e.close)).toBe(true);
     await expect(get(ready.port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+  });
+
+  test('a worker told to stop while it is still getting ready exits with 0, not by the signal', async () => {
+    // The fixture's factory keeps each worker busy for 400 ms: SIGTERM reaches the master, and
+    // the master's SIGTERM the workers, before they listen. (A real process: inside jest's
+    // sandbox, process.on('SIGTERM') installs no signal handler.)
+    const m = startMaster(1, true, true);
+    await m.next((e) => e.ready);
+    m.child.kill('SIGTERM');
+    expect(await m.exited).toEqual({ code: 0, signal: null });
+    const exits = m.events.filter((e) => e.exit).map((e) => e.exit);
+    expect(exits).toEqual([expect.objectContaining({ exitCode: 0, expected: true })]);
   });
 
   test('a master killed with SIGKILL takes its workers with it', async () => {
