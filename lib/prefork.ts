@@ -221,15 +221,12 @@ export class PreforkServer extends EventEmitter {
 function runWorker(make: () => net.Server, lfd: number, master: number, prefault: boolean): Promise<void> {
   // A master killed without a chance to stop its workers must not leave them serving.
   native.setPdeathsig(15, master);
-  // SIGTERM is handled from the start (it stays blocked until then): a worker told to stop while
-  // it is still getting ready (prefaulting, or in createServer()) exits with 0 as one that was
-  // serving, not by the signal.
+  // SIGTERM is handled from the start (the master forked us with it blocked): a worker told to
+  // stop while it is still getting ready (prefaulting, or in createServer()) exits with 0 as one
+  // that was serving, not by the signal. The listener runs on a later loop turn, after the
+  // synchronous start-up below has set `stop`.
   let stop: (() => void) | null = null;
-  let stopAsked = false;
-  process.once('SIGTERM', () => {
-    stopAsked = true;
-    stop?.();
-  });
+  process.once('SIGTERM', () => stop?.());
   process.on('SIGINT', () => undefined);  // the master decides; a terminal's ^C reaches us too
   native.setSignalBlocked(15, false);  // the master forked us with it blocked
   if (prefault) native.prefaultInherited();
@@ -239,10 +236,6 @@ function runWorker(make: () => net.Server, lfd: number, master: number, prefault
   }
   return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    if (stopAsked) {
-      resolve();  // told to stop before it served: nothing is in flight
-      return;
-    }
     // libuv accepts every pending connection at each wake-up by default: the first worker to wake
     // would take a burst of them all. One accept per turn lets the kernel spread them.
     process.env.UV_TCP_SINGLE_ACCEPT ??= '1';

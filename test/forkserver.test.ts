@@ -10,7 +10,26 @@ const fixtures = path.join(__dirname, 'fixtures');
 
 interface Run { out: any; stderr: string }
 
+/** The first line a fixture writes on stdout (rejects if it exits first). */
+function firstLine(child: { stdout: NodeJS.ReadableStream; once(ev: 'exit', cb: (code: number | null) => void): unknown }): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (d) => {
+      buf += d;
+      if (buf.includes('\n')) resolve(buf.split('\n')[0]);
+    });
+    child.once('exit', (code) => reject(new Error(`fixture exited early with ${code}`)));
+  });
+}
+
+/** Starts fs-program.js in 'info hold' mode; resolves with the child and its first output line. */
+async function startHolding() {
+  const child = spawn(process.execPath, [path.join(fixtures, 'fs-program.js'), 'info', 'hold'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  return { child, line: await firstLine(child) };
+}
+
 /** Runs a fixture with node; resolves with its JSON line (rejects on a non-zero exit). */
+
 function runFixture(file: string, args: string[] = [], opts: { nodeArgs?: string[]; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, [...(opts.nodeArgs ?? []), path.join(fixtures, file), ...args],
@@ -98,15 +117,7 @@ describe('forkserver start method', () => {
   });
 
   test('the server exits when the program exits, and removes its socket and dir', async () => {
-    const child = spawn(process.execPath, [path.join(fixtures, 'fs-program.js'), 'info', 'hold'], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const line = await new Promise<string>((resolve, reject) => {
-      let buf = '';
-      child.stdout.on('data', (d) => {
-        buf += d;
-        if (buf.includes('\n')) resolve(buf.split('\n')[0]);
-      });
-      child.once('exit', (code) => reject(new Error(`fixture exited early with ${code}`)));
-    });
+    const { child, line } = await startHolding();
     const out = JSON.parse(line);
     const server = out.servers[0];
     expect(running(server)).toBe(true);
@@ -169,15 +180,7 @@ describe('forkserver start method', () => {
   });
 
   test('a spare child exits with the server: a program that exits while the spare waits leaves nothing behind', async () => {
-    const child = spawn(process.execPath, [path.join(fixtures, 'fs-program.js'), 'info', 'hold'], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const line = await new Promise<string>((resolve, reject) => {
-      let buf = '';
-      child.stdout.on('data', (d) => {
-        buf += d;
-        if (buf.includes('\n')) resolve(buf.split('\n')[0]);
-      });
-      child.once('exit', (code) => reject(new Error(`fixture exited early with ${code}`)));
-    });
+    const { child, line } = await startHolding();
     const server = JSON.parse(line).servers[0];
     const spares = fs.readFileSync(`/proc/${server}/task/${server}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
     const exited = new Promise((r) => child.once('exit', r));
@@ -264,14 +267,7 @@ describe('forkserver start method', () => {
     const file = tmpFile('daemon.pid');
     const child = spawn(process.execPath, [path.join(fixtures, 'fs-program.js'), 'daemon', file], { stdio: ['ignore', 'pipe', 'inherit'] });
     try {
-      const line = await new Promise<string>((resolve, reject) => {
-        let buf = '';
-        child.stdout.on('data', (d) => {
-          buf += d;
-          if (buf.includes('\n')) resolve(buf.split('\n')[0]);
-        });
-        child.once('exit', (code) => reject(new Error(`fixture exited early with ${code}`)));
-      });
+      const line = await firstLine(child);
       const out = JSON.parse(line);
       expect(out.alive).toBe(true);
       expect(Number(fs.readFileSync(file, 'utf8'))).toBe(out.daemonPid);
